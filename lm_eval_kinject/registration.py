@@ -1,0 +1,93 @@
+"""How lm-eval finds ``kinject-rag`` and the kinject tasks.
+
+Three routes lead here, all to the same two objects (the model placeholder and the task folder):
+
+1. the proposed upstream entry points (setup.cfg: ``lm_eval.models``, ``lm_eval.tasks``);
+2. the start-up hook (:mod:`lm_eval_kinject._startup`) for lm-eval 0.4.x, which has none;
+3. :func:`ensure_registered`, called by ``python -m lm_eval_kinject`` and ``kinject eval``, which
+   work with the hook turned off.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from importlib import resources
+from pathlib import Path
+
+MODEL_NAME = "kinject-rag"
+MODEL_TARGET = "lm_eval_kinject.rag_lm:KinjectRAGLM"
+
+__all__ = ["MODEL_NAME", "task_dirs", "register_model", "add_task_dirs_to", "ensure_registered"]
+
+
+def task_dirs() -> list[Path]:
+    """The folders holding this package's lm-eval task YAMLs (``tasks/`` in the source tree)."""
+    return [Path(str(resources.files("lm_eval_kinject.tasks")))]
+
+
+def _reads_entry_points(module, group: str) -> bool:
+    """True when lm_eval's own code discovers plugins of ``group`` (future lm-eval releases)."""
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return False
+    return "entry_points" in source and (f'"{group}"' in source or f"'{group}'" in source)
+
+
+def register_model() -> bool:
+    """Register ``kinject-rag`` as a lazy placeholder; return False when already known.
+
+    Imports ``lm_eval.models`` first so that lm_eval's built-in models are registered before ours
+    (the registry skips its own lazy import once it is non-empty).
+    """
+    import lm_eval.models  # noqa: F401  (registers hf, vllm, ...)
+    from lm_eval.api import registry
+
+    if MODEL_NAME in registry.model_registry or _reads_entry_points(registry, "lm_eval.models"):
+        return False
+    registry.model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    return True
+
+
+def _as_list(include_path) -> list:
+    if include_path is None:
+        return []
+    if isinstance(include_path, (list, tuple)):
+        return list(include_path)
+    return [include_path]
+
+
+def add_task_dirs_to(task_manager_cls) -> bool:
+    """Make ``task_manager_cls`` index the kinject task folders; False when nothing was needed.
+
+    Our folders go *before* a user's ``include_path`` so a user's own YAML still overrides ours.
+    """
+    if getattr(task_manager_cls, "_kinject_task_dirs", False):
+        return False
+    import lm_eval.tasks._index as index_module
+    import lm_eval.tasks.manager as manager_module
+
+    if any(_reads_entry_points(m, "lm_eval.tasks") for m in (manager_module, index_module)):
+        return False
+    original_init = task_manager_cls.__init__
+    ours = [str(p) for p in task_dirs()]
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        params = inspect.signature(original_init).bind(self, *args, **kwargs)
+        given = _as_list(params.arguments.get("include_path"))
+        given_str = {str(Path(p)) for p in given}
+        params.arguments["include_path"] = [p for p in ours if p not in given_str] + given
+        original_init(*params.args, **params.kwargs)
+
+    task_manager_cls.__init__ = __init__
+    task_manager_cls._kinject_task_dirs = True
+    return True
+
+
+def ensure_registered() -> None:
+    """Register the model and the tasks now, whatever the start-up hook did (idempotent)."""
+    from lm_eval.tasks.manager import TaskManager
+
+    register_model()
+    add_task_dirs_to(TaskManager)
