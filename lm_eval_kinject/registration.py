@@ -25,13 +25,17 @@ def task_dirs() -> list[Path]:
     return [Path(str(resources.files("lm_eval_kinject.tasks")))]
 
 
+def source_reads_entry_points(source: str, group: str) -> bool:
+    """True when ``source`` looks up the entry-point ``group`` (how upstream discovery would read)."""
+    return "entry_points" in source and (f'"{group}"' in source or f"'{group}'" in source)
+
+
 def _reads_entry_points(module, group: str) -> bool:
     """True when lm_eval's own code discovers plugins of ``group`` (future lm-eval releases)."""
     try:
-        source = inspect.getsource(module)
+        return source_reads_entry_points(inspect.getsource(module), group)
     except (OSError, TypeError):
         return False
-    return "entry_points" in source and (f'"{group}"' in source or f"'{group}'" in source)
 
 
 def register_model() -> bool:

@@ -1,0 +1,38 @@
+"""Session set-up and fixtures: the real embedded model, loaded once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from kinject_testing import MMLU_DIR, REPO, SHARED_DATA
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    import lm_eval_kinject
+
+    if Path(lm_eval_kinject.__file__).resolve().is_relative_to(REPO / "lm_eval_kinject"):
+        raise pytest.UsageError("tests run against the installed package: use scripts/run_tests.sh "
+                                "(or .venv/bin/pytest), not `python -m pytest` from the source tree")
+    if not MMLU_DIR.is_dir():
+        raise pytest.UsageError(f"shared data not found at {SHARED_DATA}; set KINJECT_SHARED_DATA")
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The plain safetensors folder of the embedded SmolLM2-135M (converted once, cached)."""
+    from lm_eval_kinject.presets import resolve_pretrained
+
+    return Path(resolve_pretrained("smollm2-135m")["pretrained"])
+
+
+@pytest.fixture(scope="session")
+def kinject_lm(embedded_dir):
+    """``kinject-rag`` on the embedded defaults, loaded once for the whole session."""
+    from lm_eval_kinject.rag_lm import KinjectRAGLM
+
+    return KinjectRAGLM(device="cpu", batch_size=8)

@@ -1,0 +1,80 @@
+"""The start-up hook: cheap, lazy, keeps lm-eval's built-ins, and can be turned off."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_hook_is_installed_and_imports_nothing_heavy_at_start():
+    out = _python("import sys, lm_eval_kinject._startup as s; "
+                  "print(s._installed, [m for m in ('lm_eval', 'torch', 'transformers') if m in sys.modules])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "[]"]
+
+
+def test_builtin_models_still_resolve_after_kinject_is_registered():
+    code = ("from lm_eval.api.registry import get_model, model_registry\n"
+            "print(get_model('kinject-rag').__name__)\n"  # first lookup: lm_eval's own lazy import
+            "print(get_model('hf').__name__)\n"
+            "print(all(n in model_registry for n in ('vllm', 'hf-auto', 'local-completions', 'dummy')))\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["KinjectRAGLM", "HFLM", "True"]
+
+
+def test_task_manager_sees_kinject_and_builtin_tasks():
+    code = ("from lm_eval.tasks import TaskManager\n"
+            "tm = TaskManager()\n"
+            "names = set(tm.all_tasks)\n"
+            "print('kinject_mmlu' in names, 'current_events_cloze' in names, 'mmlu_anatomy' in names)\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_user_include_path_still_overrides_our_tasks(tmp_path):
+    (tmp_path / "mine.yaml").write_text("task: current_events\ndataset_path: json\noutput_type: multiple_choice\n"
+                                        "test_split: test\ndoc_to_text: q\ndoc_to_choice: ['a']\ndoc_to_target: 0\n")
+    code = (f"from lm_eval.tasks import TaskManager\n"
+            f"tm = TaskManager(include_path={str(tmp_path)!r})\n"
+            f"print(tm.task_index['current_events'].yaml_path)\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "mine.yaml")
+
+
+def test_opt_out_variable_turns_the_hook_off():
+    code = ("from lm_eval.api.registry import get_model\n"
+            "try:\n    get_model('kinject-rag')\nexcept ValueError:\n    print('absent')\n"
+            "from lm_eval_kinject.registration import ensure_registered\n"
+            "ensure_registered()\n"
+            "print(get_model('kinject-rag').__name__, get_model('hf').__name__)\n")
+    out = _python(code, LM_EVAL_KINJECT_NO_HOOK="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["absent", "KinjectRAGLM", "HFLM"]
+
+
+@pytest.mark.parametrize("group", ["lm_eval.models", "lm_eval.tasks"])
+def test_discovery_check_recognises_upstream_entry_point_lookups(group):
+    """A future lm-eval that reads the entry-point groups makes our registration step aside."""
+    from lm_eval_kinject.registration import source_reads_entry_points
+
+    assert source_reads_entry_points(f"for ep in md.entry_points(group='{group}'): ...", group)
+    assert source_reads_entry_points(f'eps = entry_points(group="{group}")', group)
+    assert not source_reads_entry_points("entry_points = None  # nothing else", group)
+
+
+def test_registering_twice_is_a_no_op():
+    out = _python("from lm_eval_kinject.registration import register_model\n"
+                  "import lm_eval.models\n"  # the hook registered already
+                  "print(register_model())\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
