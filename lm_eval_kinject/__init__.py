@@ -3,7 +3,6 @@
 Importing this package is cheap on purpose (the start-up hook imports it in every interpreter):
 torch, transformers and lm_eval are imported only by the modules that use them.
 """
-from __future__ import annotations
 
 __version__ = "0.1.0"
 

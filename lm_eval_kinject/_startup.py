@@ -15,7 +15,6 @@ Each callback does nothing when lm_eval already discovered the plugin by itself,
 ``LM_EVAL_KINJECT_NO_HOOK=1`` turns the whole hook off (then use ``--include_path`` and
 ``python -m lm_eval_kinject``; see the README).
 """
-from __future__ import annotations
 
 import os
 import sys

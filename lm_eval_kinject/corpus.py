@@ -132,6 +132,8 @@ def _wikitext_to_text(wikitext: str) -> str:
         except ValueError:  # already gone with a parent
             pass
     text = code.strip_code(normalize=True, collapse=True)
+    text = re.sub(r"[ \t]{2,}", " ", text)  # removed templates and refs leave double spaces
+    text = re.sub(r" +([.,;:])", r"\1", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 

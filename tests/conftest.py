@@ -36,3 +36,16 @@ def kinject_lm(embedded_dir):
     from lm_eval_kinject.rag_lm import KinjectRAGLM
 
     return KinjectRAGLM(device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def ce_kb(tmp_path_factory):
+    """A real KB over the current-events sample's 388 chunks (default settings), built once."""
+    from kinject_testing import CURRENT_EVENTS_DIR
+
+    from lm_eval_kinject.corpus import read_source
+    from lm_eval_kinject.kb import build_kb
+
+    out = tmp_path_factory.mktemp("kb") / "current_events"
+    source = CURRENT_EVENTS_DIR / "chunks.jsonl"
+    return build_kb(read_source(source), out, sources=[str(source)], show_progress=False)

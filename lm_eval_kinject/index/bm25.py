@@ -1,7 +1,9 @@
 """BM25 over chunk texts: bm25s for speed, rank-bm25 kept as the reference implementation.
 
-Both see the same tokens (:func:`bm25_tokenize`) and the same Okapi formula (bm25s
-``method="robertson"`` is rank-bm25's ``BM25Okapi``), so they rank alike; a test checks it.
+Both see the same tokens (:func:`bm25_tokenize`) and the same Okapi formula: bm25s
+``method="robertson"`` is rank-bm25's ``BM25Okapi`` with ``epsilon=0`` (a term in more than half of
+the chunks gets idf 0 in both) and without the constant factor ``k1 + 1``, so they rank alike; a
+test checks it on a real corpus.
 bm25s saves to its own JSON + ``.npy`` files, never pickle.
 """
 from __future__ import annotations
@@ -79,4 +81,4 @@ def reference_bm25(texts: list[str], config: BM25Config):
 
     if config.method != "robertson":
         raise ConfigError("the rank-bm25 reference implements only method='robertson' (Okapi)")
-    return BM25Okapi([bm25_tokenize(t, config.stopwords) for t in texts], k1=config.k1, b=config.b)
+    return BM25Okapi([bm25_tokenize(t, config.stopwords) for t in texts], k1=config.k1, b=config.b, epsilon=0.0)
