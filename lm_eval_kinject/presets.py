@@ -118,7 +118,7 @@ def materialize_embedded(preset: Preset) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_eval_kinject.checkpoint import save_plain_checkpoint
+    from lm_eval_kinject.artifacts import save_plain_checkpoint
 
     logger.info("converting embedded model %s (%s) once into %s", preset.name, gguf, out)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

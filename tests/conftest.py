@@ -49,3 +49,22 @@ def ce_kb(tmp_path_factory):
     out = tmp_path_factory.mktemp("kb") / "current_events"
     source = CURRENT_EVENTS_DIR / "chunks.jsonl"
     return build_kb(read_source(source), out, sources=[str(source)], show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def rag_lm_session(ce_kb):
+    """``kinject-rag`` over the current-events KB (BM25, k=2), loaded once."""
+    from lm_eval_kinject.rag_lm import KinjectRAGLM
+
+    return KinjectRAGLM(device="cpu", batch_size=8, kb=str(ce_kb.path), k=2, retriever="bm25")
+
+
+@pytest.fixture
+def rag_lm(rag_lm_session):
+    """A fresh view of the session RAG model: same weights and KB, its own memo, records and settings."""
+    import copy
+    from collections import Counter
+
+    lm = copy.copy(rag_lm_session)
+    lm._retrieved, lm.retrieval_records, lm.rag_stats = {}, [], Counter()
+    return lm

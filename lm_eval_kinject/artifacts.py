@@ -1,4 +1,4 @@
-"""Writing model folders that any transformers/lm-eval user can load (atomically).
+"""Writing artefacts atomically: JSON, JSONL, and model folders any transformers/lm-eval user can load.
 
 A model loaded from GGUF cannot be saved as it is (transformers raises "quantized with gguf and is
 not serializable"), and a config that still carries the GGUF ``quantization_config`` makes
@@ -17,7 +17,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_plain_checkpoint", "write_json_atomic"]
+__all__ = ["save_plain_checkpoint", "write_json_atomic", "write_jsonl_atomic"]
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -25,6 +25,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    """Write ``records`` as JSONL to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
