@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--formats", default="lettered,cloze", help="lettered, cloze or both")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--tasks", default=None, help="comma-separated task names instead of --formats' full list")
     parser.add_argument("--out", type=Path, default=Path("baseline_accuracy.json"))
     args = parser.parse_args()
 
@@ -36,6 +37,8 @@ def main() -> None:
     tasks = [f"kinject_mmlu_{'cloze_' if fmt == 'cloze' else ''}{s}_{n}shot"
              for fmt in formats for n in (0, 5) for s in SUBJECTS]
     tasks += [{"lettered": "current_events", "cloze": "current_events_cloze"}[fmt] for fmt in formats]
+    if args.tasks:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     metadata = {"mmlu_dir": str(args.mmlu_dir.resolve()), "current_events_dir": str(args.current_events_dir.resolve())}
     start = time.perf_counter()
     lm = KinjectRAGLM(pretrained=args.model, device="cpu", batch_size=args.batch_size)

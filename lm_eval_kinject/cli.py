@@ -49,6 +49,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on itself at import
 
 
 @main.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -213,9 +215,9 @@ def kb_info(kb_path) -> None:
     """Print a KB's manifest (sizes, embedder, settings, fingerprint)."""
     import json
 
-    from lm_eval_kinject.kb import _read_manifest
+    from lm_eval_kinject.kb import read_manifest
 
-    click.echo(json.dumps(_read_manifest(Path(kb_path)), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(read_manifest(Path(kb_path)), indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

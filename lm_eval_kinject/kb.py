@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-__all__ = ["FORMAT_VERSION", "KBConfig", "KnowledgeBase", "build_kb", "is_kb"]
+__all__ = ["FORMAT_VERSION", "KBConfig", "KnowledgeBase", "build_kb", "is_kb", "read_manifest"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class KnowledgeBase:
             KinjectError: not a KB, half-written, from a newer format, or built with another embedder/tokenizer.
         """
         path = Path(path)
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         built_with = manifest["embedder"]["name"]
         if embedder_name is not None and embedder_name != built_with:
             raise ConfigError(f"{path} was built with embedder {built_with!r}, not {embedder_name!r}: "
@@ -229,7 +229,8 @@ class KnowledgeBase:
         return make_retriever(self, retriever).retrieve(batch, k)
 
 
-def _read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> dict:
+    """The checked manifest of the KB folder ``path`` (see :meth:`KnowledgeBase.load` for the errors)."""
     if not path.is_dir():
         raise ConfigError(f"{path}: no such knowledge-base folder")
     manifest_path = path / MANIFEST

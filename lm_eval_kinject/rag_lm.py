@@ -73,38 +73,40 @@ class KinjectRAGLM(HFLM):
         _check_model_args({"pretrained": pretrained, **kwargs})
         if pretrained is not None and not isinstance(pretrained, str):
             raise ConfigError("kinject-rag: pretrained must be a preset name, a folder or a Hub id")
-        self.k = _check_k(k)
-        if retriever not in RETRIEVER_CHOICES:
-            raise ConfigError(f"kinject-rag: unknown retriever {retriever!r}{did_you_mean(retriever, RETRIEVER_CHOICES)}; "
-                              f"valid: {', '.join(RETRIEVER_CHOICES)}")
-        self.retriever_name, self.template_name = retriever, template
-        self.template = check_template(template)
+        self.template_name, self.template = template, check_template(template)
         self.query_field, self.query_with_options = query_field, bool(query_with_options)
-        self.kb, self._retriever = self._open_kb(kb)  # before the model: bad KBs fail fast
+        self.set_retrieval(kb, k, retriever)  # before the model: bad KBs fail fast
         self._kinject_preset = (pretrained or DEFAULT_MODEL) if get_preset(pretrained or DEFAULT_MODEL) else None
         resolved = resolve_pretrained(pretrained)
         logger.info("kinject-rag: pretrained=%s -> %s", pretrained or DEFAULT_MODEL, resolved["pretrained"])
         super().__init__(**{**resolved, **kwargs})
+        self.retrieval_log = Path(retrieval_log) if retrieval_log else None
+
+    def set_retrieval(self, kb=None, k: int = 3, retriever: str = "dense") -> None:
+        """(Re)configure retrieval on the loaded model: a KB path or loaded KB (None: the base arm).
+
+        Clears what was retrieved before; lets one loaded model serve many arms (benchmarks, grids).
+        """
+        from lm_eval_kinject.kb import KnowledgeBase
+        from lm_eval_kinject.retrieval import make_retriever
+
+        self.k = _check_k(k)
+        if retriever not in RETRIEVER_CHOICES:
+            raise ConfigError(f"kinject-rag: unknown retriever {retriever!r}{did_you_mean(retriever, RETRIEVER_CHOICES)}; "
+                              f"valid: {', '.join(RETRIEVER_CHOICES)}")
+        self.retriever_name, self.kb, self._retriever = retriever, None, None
         self._retrieved: dict[tuple, list[dict]] = {}
         self.rag_stats: Counter = Counter()
         # One record per (task, doc_id): what was retrieved and whether the gold chunk was among it.
         self.retrieval_records: list[dict] = []
-        self.retrieval_log = Path(retrieval_log) if retrieval_log else None
-
-    def _open_kb(self, kb):
         if kb is None or self.k == 0:
-            return None, None
-        from lm_eval_kinject.kb import KnowledgeBase
-        from lm_eval_kinject.retrieval import make_retriever
-
-        base = KnowledgeBase.load(kb)
-        if self.retriever_name == "oracle":
-            return base, None
-        retriever = make_retriever(base, self.retriever_name)
-        if self.retriever_name in ("dense", "hybrid"):
-            base.embed_queries(["load the embedder now"])  # an embedder missing offline fails here
-        logger.info("kinject-rag: kb=%s (%d chunks), retriever=%s, k=%d", kb, len(base), self.retriever_name, self.k)
-        return base, retriever
+            return
+        self.kb = kb if isinstance(kb, KnowledgeBase) else KnowledgeBase.load(kb)
+        if retriever != "oracle":
+            self._retriever = make_retriever(self.kb, retriever)
+        if retriever in ("dense", "hybrid"):
+            self.kb.embed_queries(["load the embedder now"])  # an embedder missing offline fails here
+        logger.info("kinject-rag: kb=%s (%d chunks), retriever=%s, k=%d", self.kb.path, len(self.kb), retriever, self.k)
 
     # ---------------------------------------------------------------- lm-eval entry points
     def loglikelihood(self, requests, disable_tqdm: bool = False):

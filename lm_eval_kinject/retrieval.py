@@ -120,7 +120,6 @@ class HybridRetriever:
 
     def __init__(self, kb: KnowledgeBase, depth: int = 100, rrf_k: int = 60) -> None:
         self.kb, self.depth, self.rrf_k = kb, depth, rrf_k
-        self.parts = (BM25Retriever(kb), DenseRetriever(kb))
 
     def retrieve(self, queries: list[str], k: int) -> Hits:
         from lm_eval_kinject.index.bm25 import search_bm25

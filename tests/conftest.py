@@ -63,8 +63,7 @@ def rag_lm_session(ce_kb):
 def rag_lm(rag_lm_session):
     """A fresh view of the session RAG model: same weights and KB, its own memo, records and settings."""
     import copy
-    from collections import Counter
 
     lm = copy.copy(rag_lm_session)
-    lm._retrieved, lm.retrieval_records, lm.rag_stats = {}, [], Counter()
+    lm.set_retrieval(rag_lm_session.kb, k=2, retriever="bm25")
     return lm

@@ -64,11 +64,10 @@ def test_rag_lifts_current_events_and_oracle_is_the_ceiling(rag_lm, kinject_lm):
     assert rag >= base + 0.4, (base, rag)
     assert len(rag_lm.retrieval_records) == LIMIT
     assert all(r["gold_retrieved"] is not None and len(r["chunk_ids"]) == 2 for r in rag_lm.retrieval_records)
-    rag_lm.retriever_name, rag_lm._retriever, rag_lm._retrieved = "oracle", None, {}
-    oracle_records_start = len(rag_lm.retrieval_records)
+    rag_lm.set_retrieval(rag_lm.kb, k=2, retriever="oracle")
     oracle = _evaluate(rag_lm)["results"]["current_events_cloze"]["acc,none"]
     assert oracle >= 0.7
-    assert all(r["gold_retrieved"] for r in rag_lm.retrieval_records[oracle_records_start:])
+    assert len(rag_lm.retrieval_records) == LIMIT and all(r["gold_retrieved"] for r in rag_lm.retrieval_records)
 
 
 def test_prompt_layout_and_one_retrieval_per_document(rag_lm):
@@ -112,7 +111,7 @@ def test_passages_are_cut_to_max_length_and_the_question_survives(rag_lm):
 
 
 def test_k_zero_is_exactly_the_base_model(rag_lm, kinject_lm):
-    rag_lm.kb, rag_lm._retriever = None, None  # what k=0 or no kb gives
+    rag_lm.set_retrieval(rag_lm.kb, k=0)  # k=0 is the base arm
     ours = _evaluate(rag_lm, limit=4, log_samples=True)["samples"]["current_events_cloze"]
     base = _evaluate(kinject_lm, limit=4, log_samples=True)["samples"]["current_events_cloze"]
     assert [s["resps"] for s in ours] == [s["resps"] for s in base]
@@ -142,7 +141,7 @@ def test_provenance_in_model_info_and_retrieval_log(rag_lm, tmp_path, ce_kb):
 
 
 def test_oracle_on_a_task_without_gold_ids_is_refused(rag_lm):
-    rag_lm.retriever_name, rag_lm._retriever = "oracle", None
+    rag_lm.set_retrieval(rag_lm.kb, k=1, retriever="oracle")
     with pytest.raises(KinjectError, match=r"retriever=oracle needs documents with a gold 'chunk_id'; "
                                            r"task 'kinject_mmlu_cloze_anatomy_0shot' has none"):
         _evaluate(rag_lm, task="kinject_mmlu_cloze_anatomy_0shot", limit=1)
