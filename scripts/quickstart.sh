@@ -5,7 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/current_events_sample}
+if [ ! -f "$DATA/questions.jsonl" ]; then
+  echo "quickstart: $DATA has no questions.jsonl; pass a current-events data folder as the first argument" >&2
+  exit 2
+fi
+DATA=$(cd "$DATA" && pwd)
 bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1
 .venv/bin/lm_eval --model kinject-rag --tasks current_events_cloze,current_events \
-  --metadata "{\"current_events_dir\": \"$(cd "$DATA" && pwd)\"}" --batch_size 8
+  --metadata "{\"current_events_dir\": \"$DATA\"}" --batch_size 8
