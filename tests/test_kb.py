@@ -252,3 +252,58 @@ def test_kb_cli_build_search_eval_info(tmp_path, ce_kb):
     assert out.returncode == 0 and json.loads(out.stdout)["counts"]["chunks"] == 388
     out = run_cli(["kinject", "kb", "search", str(tmp_path / "docs"), "x"])
     assert out.returncode == 1 and out.stderr.startswith("Error: ") and "is not a knowledge base" in out.stderr
+
+
+def test_mediawiki_category_and_titles_through_a_local_api_server():
+    """A MediaWiki-API-shaped server on loopback (the true system edge) serving fixture pages."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    pages = {"Kelvar Island": (11, "Kelvar Island has 12 lakes."), "Vell": (12, "Vell is a harbour town.")}
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+            if query.get("list") == "categorymembers":
+                if "cmcontinue" in query:
+                    body = {"query": {"categorymembers": [{"title": "Vell"}]}}
+                else:
+                    body = {"query": {"categorymembers": [{"title": "Kelvar Island"}]}, "continue": {"cmcontinue": "2"}}
+            else:
+                body = {"query": {"pages": [
+                    {"pageid": pages[t][0], "title": t, "extract": pages[t][1], "revisions": [{"revid": 7}]}
+                    if t in pages else {"title": t, "missing": True} for t in query["titles"].split("|")]}}
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = f"http://127.0.0.1:{server.server_port}/w/api.php"
+        docs = list(read_mediawiki(category="Fictional places", api=api, timeout_s=5))
+        assert [(d.doc_id, d.title, d.text) for d in docs] == [
+            ("wiki:11", "Kelvar Island", "Kelvar Island has 12 lakes."), ("wiki:12", "Vell", "Vell is a harbour town.")]
+        assert docs[0].source.endswith("curid=11&oldid=7")
+        assert [d.title for d in read_mediawiki(["Vell", "Nowhere"], api=api, timeout_s=5)] == ["Vell"]
+    finally:
+        server.shutdown()
+
+
+def test_hugging_face_dataset_source_from_a_local_folder(tmp_path):
+    from lm_eval_kinject.corpus import read_hf_dataset
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"id": "d1", "title": "T", "text": "Some text."}) + "\n")
+    docs = list(read_hf_dataset(str(folder), split="train"))
+    assert [(d.doc_id, d.title, d.text) for d in docs] == [("d1", "T", "Some text.")]
+    with pytest.raises(DataError, match=r"could not load Hugging Face dataset 'no-such/dataset-xyz'"):
+        list(read_hf_dataset("no-such/dataset-xyz"))
