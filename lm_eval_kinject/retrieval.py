@@ -90,48 +90,42 @@ class BM25Retriever:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
 
-    def retrieve(self, queries: list[str], k: int) -> Hits:
+    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` chunk positions and scores, ``(n_queries, k)``."""
         from lm_eval_kinject.index.bm25 import search_bm25
 
-        check_queries(queries, k)
-        positions, scores = search_bm25(self.kb.bm25, queries, min(k, len(self.kb)), self.kb.bm25_config)
-        return Hits(self.kb.ids_of(positions), scores)
-
-
-class DenseRetriever:
-    name = "dense"
-
-    def __init__(self, kb: KnowledgeBase) -> None:
-        self.kb = kb
+        return search_bm25(self.kb.bm25, queries, min(k, len(self.kb)), self.kb.bm25_config)
 
     def retrieve(self, queries: list[str], k: int) -> Hits:
-        from lm_eval_kinject.index.dense import search_dense
-
         check_queries(queries, k)
-        positions, scores = search_dense(self.kb.embeddings, self.kb.embed_queries(queries), k,
-                                         hnsw=self.kb.hnsw, ef_search=self.kb.dense_config.hnsw_ef_search)
+        positions, scores = self.rank(queries, k)
         return Hits(self.kb.ids_of(positions), scores)
 
 
-class HybridRetriever:
-    """Reciprocal rank fusion of BM25 and dense rankings, each taken to ``depth``."""
+class DenseRetriever(BM25Retriever):
+    name = "dense"
+
+    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        from lm_eval_kinject.index.dense import search_dense
+
+        return search_dense(self.kb.embeddings, self.kb.embed_queries(queries), k, hnsw=self.kb.hnsw,
+                            ef_search=self.kb.dense_config.hnsw_ef_search)
+
+
+class HybridRetriever(BM25Retriever):
+    """Reciprocal rank fusion of the BM25 and dense rankings, each taken to ``depth``."""
 
     name = "hybrid"
 
     def __init__(self, kb: KnowledgeBase, depth: int = 100, rrf_k: int = 60) -> None:
-        self.kb, self.depth, self.rrf_k = kb, depth, rrf_k
+        super().__init__(kb)
+        self.depth, self.rrf_k = depth, rrf_k
+        self.parts = (BM25Retriever(kb), DenseRetriever(kb))
 
-    def retrieve(self, queries: list[str], k: int) -> Hits:
-        from lm_eval_kinject.index.bm25 import search_bm25
-        from lm_eval_kinject.index.dense import search_dense
-
-        check_queries(queries, k)
+    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(max(self.depth, k), len(self.kb))
-        lexical, _ = search_bm25(self.kb.bm25, queries, depth, self.kb.bm25_config)
-        dense, _ = search_dense(self.kb.embeddings, self.kb.embed_queries(queries), depth, hnsw=self.kb.hnsw,
-                                ef_search=self.kb.dense_config.hnsw_ef_search)
-        positions, scores = reciprocal_rank_fusion([lexical, dense], min(k, len(self.kb)), self.rrf_k)
-        return Hits(self.kb.ids_of(positions), scores)
+        rankings = [part.rank(queries, depth)[0] for part in self.parts]
+        return reciprocal_rank_fusion(rankings, min(k, len(self.kb)), self.rrf_k)
 
 
 def make_retriever(kb: KnowledgeBase, name: str) -> Retriever:
