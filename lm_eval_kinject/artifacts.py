@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_plain_checkpoint", "write_json_atomic", "write_jsonl_atomic"]
+__all__ = ["atomic_dir", "library_versions", "plain_model", "save_plain_checkpoint", "write_json_atomic",
+           "write_jsonl_atomic"]
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -39,6 +42,65 @@ def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def library_versions(names=("torch", "transformers", "peft", "accelerate", "lm-eval", "bm25s", "hnswlib",
+                                  "sentence-transformers", "numpy")) -> dict:
+    """Installed versions of ``names`` (None where not installed), for provenance records."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``out_dir``; on success it replaces ``out_dir``.
+
+    On an exception the temporary folder is removed and ``out_dir`` is left as it was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def plain_model(model):
+    """``model`` itself, or for a GGUF-loaded model a plain copy without the GGUF ``quantization_config``.
+
+    transformers cannot save a model loaded from GGUF ("quantized with gguf and is not
+    serializable"), and lm-eval refuses a folder whose config still names the GGUF file.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if getattr(config, "quantization_config", None) is None:
+        return model
+    config = type(config).from_dict({k: v for k, v in config.to_dict().items() if k != "quantization_config"})
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    with torch.no_grad():
+        missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    tied = set(getattr(plain, "_tied_weights_keys", None) or [])
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"weights do not match the rebuilt model: missing={missing}, unexpected={unexpected}")
+    return plain
+
+
 def save_plain_checkpoint(model, tokenizer, out_dir: Path, extra: dict | None = None) -> Path:
     """Save ``model`` and ``tokenizer`` as a plain safetensors folder at ``out_dir``, atomically.
 
@@ -51,33 +113,10 @@ def save_plain_checkpoint(model, tokenizer, out_dir: Path, extra: dict | None = 
     Returns:
         ``out_dir``.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    config = model.config
-    if getattr(config, "quantization_config", None) is not None:
-        config = type(config).from_dict({k: v for k, v in config.to_dict().items()
-                                         if k != "quantization_config"})
-        plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
-        with torch.no_grad():
-            missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
-        tied = set(getattr(plain, "_tied_weights_keys", None) or [])
-        if unexpected or set(missing) - tied:
-            raise RuntimeError(f"weights do not match the rebuilt model: missing={missing}, "
-                               f"unexpected={unexpected}")
-        model = plain
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if extra is not None:
-        write_json_atomic(tmp / "kinject_checkpoint.json", extra)
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp:
+        plain_model(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            write_json_atomic(tmp / "kinject_checkpoint.json", extra)
     logger.info("saved plain checkpoint to %s", out_dir)
-    return out_dir
+    return Path(out_dir)

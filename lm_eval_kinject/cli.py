@@ -9,6 +9,7 @@ import click
 
 from lm_eval_kinject import __version__
 from lm_eval_kinject.errors import KinjectError
+from lm_eval_kinject.finetune.config import FinetuneConfig
 
 
 def run_lm_eval(argv: list[str]) -> int:
@@ -218,6 +219,140 @@ def kb_info(kb_path) -> None:
     from lm_eval_kinject.kb import read_manifest
 
     click.echo(json.dumps(read_manifest(Path(kb_path)), indent=2, ensure_ascii=False))
+
+
+def _config_options(config_class, skip=()):
+    """One click option per field of a config dataclass (help from the field's metadata).
+
+    Every option defaults to None, so the command can tell a flag given on the command line from
+    a value that should come from ``--config`` or the dataclass default.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_class, include_extras=False)
+
+    def decorate(command):
+        for item in reversed(dataclasses.fields(config_class)):
+            if item.name in skip:
+                continue
+            flag, kind = "--" + item.name.replace("_", "-"), hints[item.name]
+            args = [t for t in typing.get_args(kind) if t is not type(None)]
+            base = args[0] if typing.get_origin(kind) is typing.Union or str(typing.get_origin(kind)) == \
+                "<class 'types.UnionType'>" else kind
+            shown = "required" if item.default == "" else f"default: {item.default}"
+            help_text = f"{item.metadata.get('help', '')} [{shown}]"
+            if base is bool:
+                if item.default is False:
+                    command = click.option(flag, item.name, default=None, flag_value=True, help=help_text)(command)
+                else:
+                    command = click.option(f"{flag}/--no-{flag[2:]}", item.name, default=None,
+                                           help=help_text)(command)
+            elif typing.get_origin(base) is typing.Literal:
+                command = click.option(flag, item.name, default=None, type=click.Choice(typing.get_args(base)),
+                                       help=help_text)(command)
+            else:
+                command = click.option(flag, item.name, default=None, type=base, help=help_text)(command)
+        return command
+
+    return decorate
+
+
+@main.command("finetune")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML file of settings (the option names below, with underscores); flags override it.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same settings from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Discard whatever --out holds and train from scratch.")
+@click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit.")
+@_config_options(FinetuneConfig)
+def finetune_(config_file, resume, overwrite, print_config, **flags) -> None:
+    """Fine-tune a model on a knowledge base's chunks (+ paraphrases): full or LoRA, resumable.
+
+    \b
+    kinject finetune --kb kb/ce --out ckpt/ft-reg
+    kinject finetune --kb kb/ce --paraphrases paraphrases.jsonl --n-paraphrases 5 --method lora --out ckpt/ft-par
+    lm_eval --model hf --model_args pretrained=ckpt/ft-reg --tasks current_events_cloze
+    """
+    import yaml
+
+    from lm_eval_kinject.finetune import finetune, load_config_file
+
+    settings = load_config_file(config_file) if config_file else {}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    config = FinetuneConfig(**settings)
+    if print_config:
+        click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False), nl=False)
+        return
+    try:
+        result = finetune(config, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. The last complete checkpoint is kept in {config.out}/checkpoints; continue "
+                   "with the same command and --resume.", err=True)
+        sys.exit(130)
+    training = result.metadata["training"]
+    if result.skipped:
+        click.echo(f"{config.out}: already trained with these settings (pass --overwrite to retrain)")
+    load = (f"pretrained={config.out}" if config.method == "full" or config.merge
+            else f"pretrained={result.metadata['base_model']['pretrained']},peft={config.out}")
+    click.echo(f"{config.out}: {training['steps']} steps, final loss {training['final_loss']:.4f}"
+               + (f", validation loss {training['validation'][-1]['eval_loss']:.4f}" if training["validation"] else "")
+               + f"\nEvaluate with: lm_eval --model hf --model_args {load} --tasks ...")
+
+
+@main.group()
+def fictional() -> None:
+    """A generated fictional world: knowledge no model can have seen."""
+
+
+@fictional.command("generate")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write (replaced atomically).")
+@click.option("--seed", default=0, show_default=True, help="Seed: the same seed and sizes give identical files.")
+@click.option("--events", default=30, show_default=True, help="Events (chunks) in the world.")
+@click.option("--paraphrases", default=6, show_default=True, help="Paraphrases per chunk (FT-par data).")
+@click.option("--asked", default="town,year,leader", show_default=True,
+              help="Facts that become questions: comma-separated of town,year,leader,organiser,participants.")
+def fictional_generate(out, seed, events, paraphrases, asked) -> None:
+    """Write a world in the current-events format: chunks, questions, paraphrases, facts, manifest."""
+    from lm_eval_kinject.fictional import FictionalConfig, write_world
+
+    config = FictionalConfig(seed=seed, events=events, paraphrases=paraphrases,
+                             asked=tuple(a.strip() for a in asked.split(",") if a.strip()))
+    write_world(config, out)
+    click.echo(f"{out}: {events} events, {events * len(config.asked)} questions, {paraphrases} paraphrases per "
+               f"chunk (seed {seed}). Evaluate: lm_eval --model kinject-rag --tasks kinject_fictional_cloze "
+               f"--metadata '{{\"fictional_dir\": \"{out}\"}}'")
+
+
+@main.command("demo")
+@click.option("--work", default=Path("runs/demo"), show_default=True, type=click.Path(path_type=Path),
+              help="Folder of the demo's artefacts (reused on a re-run).")
+@click.option("--quick", is_flag=True, help="A ~4-minute version (12 events, smaller FT arms).")
+@click.option("--events", type=int, help="Events in the world (default 30; --quick: 12).")
+@click.option("--n-paraphrases", "n_paraphrases", help="FT-par arm(s): paraphrases per chunk, comma-separated "
+              "(e.g. 0,1,2,5,10 for the paper's Figure 4 curve; default 4; --quick: 2).")
+@click.option("--method", type=click.Choice(["full", "lora"]), default="full", show_default=True)
+@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid"]), default="bm25", show_default=True)
+@click.option("-k", default=1, show_default=True, help="Chunks retrieved per question.")
+@click.option("--limit", type=int, help="Evaluate only the first N questions.")
+@click.option("--seed", default=0, show_default=True)
+def demo(work, quick, events, n_paraphrases, method, retriever, k, limit, seed) -> None:
+    """The paper's six arms (base, base+RAG, FT-reg, FT-par, FT-reg+RAG, FT-par+RAG) on a fictional world,
+    offline, on the embedded model and embedder. Prints the table; writes WORK/demo.json and WORK/demo.md."""
+    import dataclasses
+
+    from lm_eval_kinject.demo import DemoConfig, format_table, run_demo
+    from lm_eval_kinject.fictional import FictionalConfig
+
+    config = DemoConfig.quick(seed=seed) if quick else DemoConfig(world=FictionalConfig(seed=seed))
+    ns = tuple(int(n) for n in n_paraphrases.split(",")) if n_paraphrases else config.n_paraphrases
+    ns = tuple(sorted({n for n in ns if n > 0}))  # N = 0 is FT-reg, always run
+    world = dataclasses.replace(config.world, events=events or config.world.events,
+                                paraphrases=max(config.world.paraphrases, max(ns, default=0) + 1))
+    config = dataclasses.replace(config, work=work, world=world, n_paraphrases=ns, method=method,
+                                 retriever=retriever, k=k, limit=limit, seed=seed)
+    results = run_demo(config, progress=lambda line: click.echo(line, err=True))
+    click.echo(format_table(results))
+    click.echo(f"\nWritten: {work / 'demo.json'}, {work / 'demo.md'}")
 
 
 if __name__ == "__main__":

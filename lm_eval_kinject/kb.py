@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_eval_kinject import __version__
+from lm_eval_kinject.artifacts import library_versions
 from lm_eval_kinject.chunking import Chunk, ChunkConfig, ChunkStats, chunk_documents
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
@@ -61,18 +62,6 @@ def _fingerprint(chunks: list[Chunk]) -> str:
     for chunk in chunks:
         digest.update(json.dumps([chunk.chunk_id, chunk.article, chunk.text], ensure_ascii=False).encode())
     return digest.hexdigest()
-
-
-def _library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for name in ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConfig(), sources: list[str] | None = None,
@@ -125,7 +114,8 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
         "embedder": {"name": config.dense.embedder, "dimension": int(vectors.shape[1]), "normalized": True,
                      "max_seq_length": int(getattr(embedder, "max_seq_length", 0) or 0)},
         "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": hnsw is not None,
-        "counts": asdict(stats), "libraries": _library_versions(),
+        "counts": asdict(stats), "libraries": library_versions(
+            ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval")),
         "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -23,11 +23,12 @@ MMLU_SUBJECTS = ("anatomy", "astronomy", "college_biology", "college_chemistry",
 MMLU_HUB_ID = "cais/mmlu"
 MMLU_DIR_ENV = "KINJECT_MMLU_DIR"
 CURRENT_EVENTS_DIR_ENV = "KINJECT_CURRENT_EVENTS_DIR"
+FICTIONAL_DIR_ENV = "KINJECT_FICTIONAL_DIR"
 N_CHOICES = 4
 _LETTERS = "ABCD"
 _EXPORT_HEADER = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
 
-__all__ = ["MMLU_SUBJECTS", "load_mmlu", "load_current_events", "read_mmlu_csv",
+__all__ = ["MMLU_SUBJECTS", "load_mmlu", "load_current_events", "load_fictional", "read_mmlu_csv",
            "read_current_events_questions", "find_data_dir"]
 
 
@@ -175,4 +176,18 @@ def load_current_events(**metadata):
     if not path.is_file():
         raise DataError(f"{data_dir}: missing questions.jsonl (one JSON object a line: "
                         '{"id","question","choices":[4 strings],"answer":0-3,"chunk_id"})')
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_current_events_questions(path))})
+
+
+def load_fictional(**metadata):
+    """``custom_dataset`` of ``kinject_fictional``: a world folder from ``--metadata '{"fictional_dir": ...}'``
+    (or ``data_dir``) or ``$KINJECT_FICTIONAL_DIR``; with none, the default world (generated once, cached)."""
+    import datasets
+
+    from lm_eval_kinject.fictional import default_world
+
+    data_dir = find_data_dir(metadata, "fictional_dir", FICTIONAL_DIR_ENV) or default_world()
+    path = data_dir / "questions.jsonl"
+    if not path.is_file():
+        raise DataError(f"{data_dir}: missing questions.jsonl; make a world with `kinject fictional generate`")
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_current_events_questions(path))})

@@ -1,0 +1,164 @@
+"""Training data for the FT arms: KB chunks (+ N paraphrases each) -> texts -> packed token blocks.
+
+The objective is unsupervised: the causal-LM loss on the text itself, no questions and no answers.
+Texts are separated by EOS and packed into fixed-length blocks (the last one padded, its padding
+masked out of the loss), as in transformers' ``run_clm`` example.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lm_eval_kinject.errors import DataError
+from lm_eval_kinject.records import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "training_texts", "pack"]
+
+
+@dataclass
+class TrainingTexts:
+    """What a run trains and validates on, with the counts a user needs to check it."""
+
+    train: list[str]
+    validation: list[str]
+    stats: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(json.dumps([self.train, self.validation], ensure_ascii=False).encode())
+        return digest.hexdigest()
+
+
+def read_paraphrases(path: Path) -> dict[str, list[str]]:
+    """``chunk_id -> paraphrases`` from a JSONL file of ``{"chunk_id", "paraphrases": [...]}``.
+
+    Raises:
+        DataError: bad JSON or fields, an empty or non-string paraphrase, or a chunk id given twice
+            (each with file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such paraphrase file")
+    found: dict[str, list[str]] = {}
+    lines: dict[str, int] = {}
+    for number, record in read_jsonl(path, {"chunk_id": str, "paraphrases": list}):
+        chunk_id = record["chunk_id"]
+        if chunk_id in found:
+            raise DataError(f"{path}:{number}: chunk_id {chunk_id!r} already given on line {lines[chunk_id]}")
+        texts = record["paraphrases"]
+        for position, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{path}:{number}: paraphrase {position} of {chunk_id!r} is "
+                                f"{'empty' if isinstance(text, str) else type(text).__name__}; expected text")
+        found[chunk_id], lines[chunk_id] = [t.strip() for t in texts], number
+    return found
+
+
+def _titled(title: str, text: str, with_title: bool) -> str:
+    return f"{title}\n{text}" if with_title and title else text
+
+
+def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: int, val_paraphrases: int,
+                   title_prefix: bool, allow_unknown: bool, source: str = "paraphrases") -> TrainingTexts:
+    """The training and validation texts of a run over the KB ``kb``.
+
+    Every chunk is trained on once per epoch. A paraphrase row matches a KB chunk by ``chunk_id``,
+    or a KB document by ``doc_id`` when the KB builder split that document into several chunks.
+    Of each row, the last ``val_paraphrases`` are held out for validation and the first
+    ``n_paraphrases`` of the rest are trained on.
+
+    Raises:
+        DataError: paraphrase ids not in the KB (unless ``allow_unknown``).
+    """
+    train = [_titled(c.article, c.text, title_prefix) for c in kb.chunks]
+    stats = {"chunks": len(kb.chunks), "paraphrase_rows": 0, "paraphrase_rows_matched": 0, "unknown_ids": 0,
+             "paraphrases_trained": 0, "paraphrases_held_out": 0, "rows_short": 0}
+    result = TrainingTexts(train=train, validation=[], stats=stats)
+    if paraphrases is None:
+        return result
+    titles = {c.chunk_id: c.article for c in kb.chunks}
+    titles.update({c.doc_id: c.article for c in kb.chunks if c.doc_id not in titles})
+    unknown = [chunk_id for chunk_id in paraphrases if chunk_id not in titles]
+    stats.update(paraphrase_rows=len(paraphrases), unknown_ids=len(unknown),
+                 paraphrase_rows_matched=len(paraphrases) - len(unknown))
+    if unknown:
+        message = (f"{source}: {len(unknown)} of {len(paraphrases)} chunk ids are not in the KB {kb.path} "
+                   f"(e.g. {', '.join(repr(u) for u in unknown[:3])})")
+        if not allow_unknown:
+            raise DataError(f"{message}; check that the paraphrases belong to this KB, or pass "
+                            "--allow-unknown-paraphrases to skip them")
+        result.warnings.append(message + "; skipped")
+    shortest = None
+    for chunk_id, texts in paraphrases.items():
+        if chunk_id not in titles:
+            continue
+        held = texts[len(texts) - min(val_paraphrases, len(texts)):] if val_paraphrases else []
+        pool = texts[:len(texts) - len(held)]
+        if len(pool) < n_paraphrases:
+            stats["rows_short"] += 1
+            shortest = len(pool) if shortest is None else min(shortest, len(pool))
+        used = pool[:n_paraphrases]
+        train.extend(_titled(titles[chunk_id], t, title_prefix) for t in used)
+        result.validation.extend(_titled(titles[chunk_id], t, title_prefix) for t in held)
+        stats["paraphrases_trained"] += len(used)
+        stats["paraphrases_held_out"] += len(held)
+    if stats["rows_short"]:
+        result.warnings.append(
+            f"--n-paraphrases {n_paraphrases} is more than {stats['rows_short']} of "
+            f"{stats['paraphrase_rows_matched']} chunks have after holding out {val_paraphrases} for validation "
+            f"(fewest available: {shortest}); those chunks train on all they have")
+    return result
+
+
+class PackedBlocks:
+    """Token blocks of equal length, as a map-style dataset of ``input_ids/attention_mask/labels``."""
+
+    def __init__(self, ids: np.ndarray, valid: np.ndarray) -> None:
+        self.ids, self.valid = ids, valid  # (n_blocks, block_size) int64 / bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        ids = torch.from_numpy(self.ids[index])
+        mask = torch.from_numpy(self.valid[index].astype(np.int64))
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    @property
+    def tokens(self) -> int:
+        return int(self.valid.sum())
+
+
+def pack(texts: list[str], tokenizer, block_size: int, seed: int | None) -> PackedBlocks:
+    """Tokenize ``texts``, join them with EOS and cut into ``block_size`` blocks.
+
+    Args:
+        seed: shuffle the texts' order with this seed first (so a chunk's paraphrases are not all in
+            one block), or None to keep the order.
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the model's tokenizer has no EOS token to separate documents with")
+    order = list(range(len(texts)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    encoded = tokenizer([texts[i] for i in order], add_special_tokens=True, verbose=False)["input_ids"]
+    stream = np.fromiter((t for ids in encoded for t in (*ids, tokenizer.eos_token_id)), dtype=np.int64)
+    n_blocks = -(-len(stream) // block_size)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = np.full(n_blocks * block_size, pad, dtype=np.int64)
+    ids[:len(stream)] = stream
+    valid = np.zeros(n_blocks * block_size, dtype=bool)
+    valid[:len(stream)] = True
+    return PackedBlocks(ids.reshape(n_blocks, block_size), valid.reshape(n_blocks, block_size))
