@@ -24,6 +24,8 @@ FT_ARMS = {
     "ft-reg": ("full", 0, 5.0, None), "ft-par1": ("full", 1, 1.0, None), "ft-par2": ("full", 2, 1.0, None),
     "ft-par5": ("full", 5, 1.0, None), "lora-reg": ("lora", 0, 5.0, None), "lora-par5": ("lora", 5, 1.0, None),
     "ft-reg-lr1e-4": ("full", 0, 5.0, 1e-4), "ft-par5-lr1e-4": ("full", 5, 1.0, 1e-4),
+    # the token budgets of the reference run (FT-reg 74k, FT-par 86k tokens)
+    "ft-reg-74k": ("full", 0, 7.0, None), "ft-par5-86k": ("full", 5, 1.65, None),
 }
 DEFAULT_ARMS = ["base", "base+rag", "ft-reg", "ft-par5", "ft-reg+rag", "ft-par5+rag", "lora-reg", "lora-par5",
                 "ft-par1", "ft-par2", "lora-reg+rag", "lora-par5+rag"]
@@ -56,7 +58,8 @@ def _train(arm: str, kb_path: Path, shared: Path, work: Path) -> dict:
 
     method, n, epochs, lr = FT_ARMS[arm]
     config = FinetuneConfig(kb=str(kb_path), out=str(work / "ckpt" / arm), method=method, n_paraphrases=n,
-                            epochs=epochs, learning_rate=lr, paraphrases=str(shared / "current_events_sample" / "paraphrases.jsonl"),
+                            epochs=epochs, learning_rate=lr,
+                            paraphrases=str(shared / "current_events_sample" / "paraphrases.jsonl"),
                             logging_steps=5, save_steps=50)
     started = time.perf_counter()
     result = finetune(config, resume=True)

@@ -261,7 +261,8 @@ def _config_options(config_class, skip=()):
 @main.command("finetune")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of settings (the option names below, with underscores); flags override it.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same settings from its last checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run of the same settings from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Discard whatever --out holds and train from scratch.")
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit.")
 @_config_options(FinetuneConfig)
@@ -326,7 +327,8 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @main.command("demo")
 @click.option("--work", default=Path("runs/demo"), show_default=True, type=click.Path(path_type=Path),
               help="Folder of the demo's artefacts (reused on a re-run).")
-@click.option("--quick", is_flag=True, help="A ~4-minute version (12 events, smaller FT arms).")
+@click.option("--quick", is_flag=True,
+              help="A smaller version (12 events, smaller FT arms; about a third of the time).")
 @click.option("--events", type=int, help="Events in the world (default 30; --quick: 12).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par arm(s): paraphrases per chunk, comma-separated "
               "(e.g. 0,1,2,5,10 for the paper's Figure 4 curve; default 4; --quick: 2).")

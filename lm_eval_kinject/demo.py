@@ -27,7 +27,7 @@ TASK = "kinject_fictional_cloze"  # the 135M model is at chance on lettered ques
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The default fits ~15 minutes on 2 CPU cores (measured: see the README)."""
+    """Sizes of the demo. The default takes ~18 minutes on 2 CPU cores (measured: see the README)."""
 
     work: Path = Path("runs/demo")
     world: FictionalConfig = field(default_factory=FictionalConfig)
@@ -58,7 +58,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        """A ~4-minute version: 12 events; FT-reg 6 epochs, FT-par with 2 paraphrases 2 epochs."""
+        """A smaller version: 12 events; FT-reg 6 epochs, FT-par with 2 paraphrases 2 epochs."""
         world = FictionalConfig(seed=overrides.pop("seed", 0), events=12, paraphrases=3)
         return cls(**{"world": world, "reg_epochs": 6.0, "n_paraphrases": (2,), **overrides})
 

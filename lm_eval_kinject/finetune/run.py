@@ -209,8 +209,9 @@ def _total_steps(args, n_blocks: int) -> int:
 
 
 def _schedule(args, n_blocks: int) -> str:
+    scheduler = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
     return (f"{_total_steps(args, n_blocks)} steps of {args.per_device_train_batch_size * args.world_size} x "
-            f"{args.gradient_accumulation_steps} blocks, lr {args.learning_rate:g} {getattr(args.lr_scheduler_type, 'value', args.lr_scheduler_type)} with "
+            f"{args.gradient_accumulation_steps} blocks, lr {args.learning_rate:g} {scheduler} with "
             f"{args.warmup_steps} warm-up steps")
 
 
