@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_eval_kinject import __version__
-from lm_eval_kinject.artifacts import library_versions
+from lm_eval_kinject.artifacts import atomic_dir, library_versions
 from lm_eval_kinject.chunking import Chunk, ChunkConfig, ChunkStats, chunk_documents
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
@@ -95,35 +93,28 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
     bm25 = build_bm25(texts, config.bm25, show_progress=show_progress)
     hnsw = build_hnsw(vectors, config.dense) if len(chunks) >= config.dense.exact_below else None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
-        for chunk in chunks:
-            fh.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
-    np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
-    save_bm25(bm25, tmp / "bm25")
-    if hnsw is not None:
-        hnsw.save_index(str(tmp / "hnsw.bin"))
-    manifest = {
-        "format_version": FORMAT_VERSION, "kinject_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "build_seconds": round(time.time() - started, 1),
-        "fingerprint": _fingerprint(chunks), "sources": [str(s) for s in sources or []],
-        "chunking": config.chunk.to_dict(), "tokenizer": tokenizer_name, "index_title": config.index_title,
-        "embedder": {"name": config.dense.embedder, "dimension": int(vectors.shape[1]), "normalized": True,
-                     "max_seq_length": int(getattr(embedder, "max_seq_length", 0) or 0)},
-        "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": hnsw is not None,
-        "counts": asdict(stats), "libraries": library_versions(
-            ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval")),
-        "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+            for chunk in chunks:
+                fh.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+        np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
+        save_bm25(bm25, tmp / "bm25")
+        if hnsw is not None:
+            hnsw.save_index(str(tmp / "hnsw.bin"))
+        manifest = {
+            "format_version": FORMAT_VERSION, "kinject_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.time() - started, 1),
+            "fingerprint": _fingerprint(chunks), "sources": [str(s) for s in sources or []],
+            "chunking": config.chunk.to_dict(), "tokenizer": tokenizer_name, "index_title": config.index_title,
+            "embedder": {"name": config.dense.embedder, "dimension": int(vectors.shape[1]), "normalized": True,
+                         "max_seq_length": int(getattr(embedder, "max_seq_length", 0) or 0)},
+            "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": hnsw is not None,
+            "counts": asdict(stats), "libraries": library_versions(
+                ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval")),
+            "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     logger.info("knowledge base with %d chunks written to %s", len(chunks), out)
     return KnowledgeBase.load(out, embedder=embedder)
 
