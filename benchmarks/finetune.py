@@ -92,21 +92,6 @@ def _child(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _ensure_kb(shared: Path, work: Path) -> Path:
-    from lm_eval_kinject.corpus import read_source
-    from lm_eval_kinject.kb import build_kb, is_kb
-
-    kb = work / "kb_question_chunks"
-    if not is_kb(kb):
-        ce = shared / "current_events_sample"
-        gold = {json.loads(line)["chunk_id"] for line in (ce / "questions.jsonl").read_text().splitlines()}
-        subset = work / "question_chunks.jsonl"
-        subset.write_text("".join(line + "\n" for line in (ce / "chunks.jsonl").read_text().splitlines()
-                                  if json.loads(line)["chunk_id"] in gold))
-        build_kb(read_source(subset), kb, sources=[str(subset)], show_progress=False)
-    return kb
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -125,7 +110,9 @@ def main() -> None:
         return _child(args)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    kb = args.kb_path or _ensure_kb(args.shared, args.work)
+    from finetune_accuracy import question_chunk_kb  # the same KB as the accuracy benchmark
+
+    kb = args.kb_path or question_chunk_kb(args.shared, args.work)
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
         for arm in args.arms.split(","):

@@ -36,21 +36,29 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _kbs(shared: Path, work: Path):
+def question_chunk_kb(shared: Path, work: Path) -> Path:
+    """The KB of the sample's question chunks (built once under ``work``); also used by benchmarks/finetune.py."""
     from lm_eval_kinject.corpus import read_source
-    from lm_eval_kinject.kb import KnowledgeBase, build_kb, is_kb
+    from lm_eval_kinject.kb import build_kb, is_kb
 
-    ce = shared / "current_events_sample"
-    full, questions_kb = work / "kb_all", work / "kb_question_chunks"
-    if not is_kb(full):
-        build_kb(read_source(ce / "chunks.jsonl"), full, sources=[str(ce / "chunks.jsonl")])
-    if not is_kb(questions_kb):
+    ce, kb = shared / "current_events_sample", work / "kb_question_chunks"
+    if not is_kb(kb):
         gold = {json.loads(line)["chunk_id"] for line in (ce / "questions.jsonl").read_text().splitlines()}
         subset = work / "question_chunks.jsonl"
         subset.write_text("".join(line + "\n" for line in (ce / "chunks.jsonl").read_text().splitlines()
                                   if json.loads(line)["chunk_id"] in gold))
-        build_kb(read_source(subset), questions_kb, sources=[str(subset)])
-    return KnowledgeBase.load(full), questions_kb
+        build_kb(read_source(subset), kb, sources=[str(subset)], show_progress=False)
+    return kb
+
+
+def _kbs(shared: Path, work: Path):
+    from lm_eval_kinject.corpus import read_source
+    from lm_eval_kinject.kb import KnowledgeBase, build_kb, is_kb
+
+    ce, full = shared / "current_events_sample", work / "kb_all"
+    if not is_kb(full):
+        build_kb(read_source(ce / "chunks.jsonl"), full, sources=[str(ce / "chunks.jsonl")])
+    return KnowledgeBase.load(full), question_chunk_kb(shared, work)
 
 
 def _train(arm: str, kb_path: Path, shared: Path, work: Path) -> dict:

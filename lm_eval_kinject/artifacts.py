@@ -19,7 +19,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_dir", "library_versions", "plain_model", "save_plain_checkpoint", "write_json_atomic",
+__all__ = ["atomic_dir", "library_versions", "sha256_file", "plain_model", "save_plain_checkpoint", "write_json_atomic",
            "write_jsonl_atomic"]
 
 
@@ -40,6 +40,17 @@ def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def library_versions(names=("torch", "transformers", "peft", "accelerate", "lm-eval", "bm25s", "hnswlib",

@@ -118,7 +118,7 @@ def materialize_embedded(preset: Preset) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_eval_kinject.artifacts import save_plain_checkpoint
+    from lm_eval_kinject.artifacts import save_plain_checkpoint, sha256_file
 
     logger.info("converting embedded model %s (%s) once into %s", preset.name, gguf, out)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -127,19 +127,11 @@ def materialize_embedded(preset: Preset) -> Path:
     try:
         save_plain_checkpoint(model, tokenizer, out, extra={
             "kind": "embedded-gguf", "preset": preset.name, "gguf_file": str(gguf),
-            "gguf_size": stat.st_size, "gguf_sha256": _sha256(gguf)})
+            "gguf_size": stat.st_size, "gguf_sha256": sha256_file(gguf)})
     except OSError:
         if not (out / "kinject_checkpoint.json").is_file():  # lost a race: fine if the other won
             raise
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_pretrained(pretrained: str | None) -> dict:

@@ -16,7 +16,7 @@ from lm_eval_kinject.artifacts import write_json_atomic
 from lm_eval_kinject.errors import ConfigError
 from lm_eval_kinject.finetune.trainer import last_checkpoint
 
-__all__ = ["RUN_FILE", "RESULT_FILE", "OutState", "prepare_out"]
+__all__ = ["RUN_FILE", "RESULT_FILE", "OutState", "prepare_out", "read_json"]
 
 RUN_FILE = "kinject_run.json"
 RESULT_FILE = "kinject_finetune.json"
@@ -30,7 +30,7 @@ class OutState:
     checkpoint: Path | None = None
 
 
-def _read(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -71,14 +71,14 @@ def prepare_out(out: Path, run_hash: str, config: dict, resume: bool, overwrite:
 
 def _existing(out: Path, run_hash: str, config: dict, resume: bool) -> OutState | None:
     if (out / RESULT_FILE).is_file():
-        stored = _read(out / RESULT_FILE)
+        stored = read_json(out / RESULT_FILE)
         if stored.get("run_hash") == run_hash:
             return OutState("done")
         raise ConfigError(f"--out {out} holds a finished fine-tuning run with other settings "
                           f"({_differences(stored.get('config', {}), config)}); choose another --out or pass "
                           "--overwrite to replace it")
     if (out / RUN_FILE).is_file():
-        stored = _read(out / RUN_FILE)
+        stored = read_json(out / RUN_FILE)
         if stored.get("run_hash") != run_hash:
             raise ConfigError(f"--out {out} holds an unfinished run with other settings "
                               f"({_differences(stored.get('config', {}), config)}); pass --overwrite to discard it")

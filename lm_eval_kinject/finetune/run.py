@@ -7,7 +7,6 @@ losses, throughput) is written beside it as ``kinject_finetune.json``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import shutil
@@ -16,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_kinject import __version__
-from lm_eval_kinject.artifacts import atomic_dir, library_versions, plain_model, write_json_atomic
+from lm_eval_kinject.artifacts import atomic_dir, library_versions, plain_model, sha256_file, write_json_atomic
 from lm_eval_kinject.errors import ConfigError, ModelLoadError
 from lm_eval_kinject.finetune.config import FinetuneConfig
 from lm_eval_kinject.finetune.data import pack, read_paraphrases, training_texts
 from lm_eval_kinject.finetune.memory import available_memory, check_memory, count_parameters, estimate_memory
-from lm_eval_kinject.finetune.outdir import RESULT_FILE, prepare_out
+from lm_eval_kinject.finetune.outdir import RESULT_FILE, prepare_out, read_json
 from lm_eval_kinject.finetune.trainer import AtomicCheckpointTrainer, FinalStepCallback, ThroughputCallback
 
 logger = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     state = prepare_out(out, run_hash, config.to_dict(), resume, overwrite)
     if state.kind == "done":
         logger.info("%s already holds this finished run (run %s); nothing to do (--overwrite retrains)", out, run_hash)
-        return FinetuneResult(out, _read_result(out), skipped=True)
+        return FinetuneResult(out, read_json(out / RESULT_FILE), skipped=True)
 
     precision, on_gpu = _precision(config)
     model_config, source = _base_config(config)
@@ -229,7 +228,7 @@ def _metadata(config, run_hash, kb, texts, train, validation, source, precision,
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [{"epoch": h["epoch"], "eval_loss": h["eval_loss"], "perplexity": math.exp(min(h["eval_loss"], 50))}
              for h in history if "eval_loss" in h]
-    paraphrase_sha = _sha256(Path(config.paraphrases)) if config.paraphrases else None
+    paraphrase_sha = sha256_file(Path(config.paraphrases)) if config.paraphrases else None
     return {
         "format_version": FORMAT_VERSION, "kinject_version": __version__, "run_hash": run_hash,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -247,10 +246,6 @@ def _metadata(config, run_hash, kb, texts, train, validation, source, precision,
                      "resumed_from": resumed_from.name if resumed_from else None, "history": history},
         "libraries": library_versions(),
     }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _save(model, tokenizer, config: FinetuneConfig, out: Path, metadata: dict, precision: str) -> None:
@@ -273,9 +268,3 @@ def _save(model, tokenizer, config: FinetuneConfig, out: Path, metadata: dict, p
         if config.keep_checkpoints and (out / "checkpoints").is_dir():
             shutil.move(str(out / "checkpoints"), str(tmp / "checkpoints"))
         write_json_atomic(tmp / RESULT_FILE, metadata)
-
-
-def _read_result(out: Path) -> dict:
-    import json
-
-    return json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))

@@ -74,7 +74,6 @@ class ThroughputCallback(TrainerCallback):
     def __init__(self) -> None:
         self._last_time: float | None = None
         self._last_tokens = 0
-        self.history: list[dict] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
@@ -91,7 +90,6 @@ class ThroughputCallback(TrainerCallback):
             self._last_time, self._last_tokens = now, seen
         if "eval_loss" in logs:
             logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 3)
-        self.history.append({"step": state.global_step, "epoch": state.epoch, **logs})
 
 
 class FinalStepCallback(TrainerCallback):
