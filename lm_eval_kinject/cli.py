@@ -359,3 +359,70 @@ def demo(work, quick, events, n_paraphrases, method, retriever, k, limit, seed) 
 
 if __name__ == "__main__":
     main()
+
+
+@main.command("grid")
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (created; reused on re-runs).")
+@click.option("--check", is_flag=True, help="Validate the config, list the cells and what is finished, and exit.")
+@click.option("--no-retry", is_flag=True, help="Leave cells that failed before as they are.")
+@click.option("--models", default=None, help="Run only these models' cells (comma-separated): one process per GPU.")
+def grid_(config_file, out, check, no_retry, models) -> None:
+    """Run an experiment grid (models × tasks × arms) through lm-eval; resumable.
+
+    \b
+    kinject grid configs/embedded.yaml --out runs/embedded
+    kinject report runs/embedded --out runs/embedded/report
+    """
+    from lm_eval_kinject.grid import load_grid_config, run_grid
+    from lm_eval_kinject.grid.cells import expand
+    from lm_eval_kinject.grid.runner import cell_status, check_tasks
+
+    config = load_grid_config(config_file)
+    cells = expand(config)
+    if check:
+        check_tasks(config)
+        for cell in cells:
+            status = cell_status(out / "cells" / cell.hash(config)) or "pending"
+            click.echo(f"{status:8} {cell.experiment:14} {cell.model:14} {cell.arm:14} {cell.task}"
+                       + (" (control)" if cell.role == "control" else ""))
+        click.echo(f"{len(cells)} cells; config OK")
+        return
+    try:
+        run = run_grid(config, out, retry_failed=not no_retry,
+                       models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Finished cells are kept in {out}/cells; run the same command to continue.", err=True)
+        sys.exit(130)
+    click.echo(f"{out}: {len(run.done)} cells evaluated, {len(run.skipped)} already finished, {len(run.failed)} failed "
+               f"in {run.seconds:.0f} s" + (f"; failed cells are listed by `kinject report {out}`" if run.failed else ""))
+    if run.failed:
+        sys.exit(1)
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: RUN/report].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@click.option("--expect", type=click.Path(path_type=Path), help="Expectations JSON to compare the key numbers with.")
+@click.option("--tolerance", type=float, help="Absolute tolerance for --expect [default: the file's own].")
+@click.option("--write-expectations", type=click.Path(path_type=Path), help="Write this run's key numbers here.")
+def report_(run, out, seed, expect, tolerance, write_expectations) -> None:
+    """Tables (md, CSV, LaTeX), Figures 2 and 4 (PNG, SVG) and paired tests of a grid run."""
+    from lm_eval_kinject.artifacts import write_json_atomic
+    from lm_eval_kinject.report import check_expectations, expectations_of, write_report
+
+    report = write_report(run, out or run / "report", seed=seed)
+    click.echo(f"{report.out}/report.md: {len(report.cells)} cells ({report.failed} failed, {report.pending} pending), "
+               f"{len(report.tests)} paired tests")
+    for path in report.files:
+        click.echo(f"  {path}")
+    if write_expectations:
+        write_json_atomic(write_expectations, expectations_of(report, tolerance or 0.0))
+        click.echo(f"expectations written to {write_expectations}")
+    if expect:
+        problems = check_expectations(report, expect, tolerance)
+        if problems:
+            click.echo(f"{len(problems)} number(s) differ from {expect}:\n  " + "\n  ".join(problems), err=True)
+            sys.exit(1)
+        click.echo(f"key numbers match {expect}")

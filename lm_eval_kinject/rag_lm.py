@@ -8,6 +8,10 @@ Retrieval runs once per (task, doc_id), batched. lm-eval's ``--log_samples`` out
 augmented prompts; ``retrieval_log=PATH`` also writes one JSONL record per document (chunk ids,
 scores, whether the gold ``chunk_id`` was retrieved), kept in ``retrieval_records`` as well.
 
+Scoring reuses the key/value cache of prompt prefixes shared by many requests (the few-shot block,
+a question's context shared by its options; :mod:`lm_eval_kinject.prefix_cache`), with results
+equal to the plain path; ``prefix_cache=False`` turns it off.
+
 Other differences from ``hf``: ``pretrained`` may be a preset name (``models/*.yaml``; omitted, the
 embedded SmolLM2-135M-Instruct), and an unknown ``model_args`` key is an error listing the valid
 ones instead of being forwarded silently to ``from_pretrained``.
@@ -22,10 +26,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
 
 from lm_eval_kinject import __version__
 from lm_eval_kinject.artifacts import write_jsonl_atomic
 from lm_eval_kinject.errors import ConfigError, KinjectError, did_you_mean
+from lm_eval_kinject.prefix_cache import score_requests, unsupported_reason
 from lm_eval_kinject.presets import DEFAULT_MODEL, get_preset, resolve_pretrained
 from lm_eval_kinject.prompting import check_template, fit_passages, render_passages, split_context
 
@@ -38,7 +44,7 @@ FROM_PRETRAINED_ARGS = frozenset({
     "attn_implementation", "low_cpu_mem_usage", "device_map", "load_in_8bit", "load_in_4bit",
     "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant",
 })
-RAG_ARGS = ("kb", "k", "retriever", "template", "query_field", "query_with_options", "retrieval_log")
+RAG_ARGS = ("kb", "k", "retriever", "template", "query_field", "query_with_options", "retrieval_log", "prefix_cache")
 RETRIEVER_CHOICES = ("bm25", "dense", "hybrid", "oracle")
 
 
@@ -58,6 +64,16 @@ def _check_model_args(kwargs: dict) -> None:
                           f"valid keys: {', '.join(valid)}")
 
 
+def _follow_lm_eval_logging() -> None:
+    """Show this package's log lines wherever lm-eval shows its own (its CLI logs only ``lm_eval.*``)."""
+    ours, theirs = logging.getLogger("lm_eval_kinject"), logging.getLogger("lm_eval")
+    if theirs.handlers and not ours.handlers:
+        for handler in theirs.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(theirs.level)
+        ours.propagate = False
+
+
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConfigError(f"kinject-rag: k={k!r}: expected a non-negative integer (0 turns retrieval off)")
@@ -69,8 +85,11 @@ class KinjectRAGLM(HFLM):
 
     def __init__(self, pretrained: str | None = None, kb: str | None = None, k: int = 3, retriever: str = "dense",
                  template: str = "plain", query_field: str = "question", query_with_options: bool = False,
-                 retrieval_log: str | None = None, **kwargs) -> None:
+                 retrieval_log: str | None = None, prefix_cache: bool = True, **kwargs) -> None:
+        _follow_lm_eval_logging()
         _check_model_args({"pretrained": pretrained, **kwargs})
+        if not isinstance(prefix_cache, bool):
+            raise ConfigError(f"kinject-rag: prefix_cache={prefix_cache!r}: expected True or False")
         if pretrained is not None and not isinstance(pretrained, str):
             raise ConfigError("kinject-rag: pretrained must be a preset name, a folder or a Hub id")
         self.template_name, self.template = template, check_template(template)
@@ -81,15 +100,22 @@ class KinjectRAGLM(HFLM):
         logger.info("kinject-rag: pretrained=%s -> %s", pretrained or DEFAULT_MODEL, resolved["pretrained"])
         super().__init__(**{**resolved, **kwargs})
         self.retrieval_log = Path(retrieval_log) if retrieval_log else None
+        self.prefix_cache = prefix_cache
+        if not prefix_cache:
+            logger.info("kinject-rag: prefix cache off (prefix_cache=False): every request is scored whole, as hf does")
+        self.prefix_cache_stats: Counter = Counter()
 
-    def set_retrieval(self, kb=None, k: int = 3, retriever: str = "dense") -> None:
+    def set_retrieval(self, kb=None, k: int = 3, retriever: str = "dense", template: str | None = None) -> None:
         """(Re)configure retrieval on the loaded model: a KB path or loaded KB (None: the base arm).
 
         Clears what was retrieved before; lets one loaded model serve many arms (benchmarks, grids).
+        ``template`` (a passage template name) replaces the current one when given.
         """
         from lm_eval_kinject.kb import KnowledgeBase
         from lm_eval_kinject.retrieval import make_retriever
 
+        if template is not None:
+            self.template_name, self.template = template, check_template(template)
         self.k = _check_k(k)
         if retriever not in RETRIEVER_CHOICES:
             raise ConfigError(f"kinject-rag: unknown retriever {retriever!r}{did_you_mean(retriever, RETRIEVER_CHOICES)}; "
@@ -116,6 +142,30 @@ class KinjectRAGLM(HFLM):
     def generate_until(self, requests, disable_tqdm: bool = False):
         self._augment(requests)
         return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if not self.prefix_cache or not requests or self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        longest = max(min(len(c) + len(x), self.max_length + 1) - 1 for _, c, x in requests)
+        why = unsupported_reason(self.model, longest)
+        if why:
+            self.prefix_cache_stats["fallback_requests"] += len(requests)
+            logger.info("kinject-rag: prefix cache off for %d requests: %s", len(requests), why)
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            longest_request = max(range(len(requests)), key=lambda i: len(requests[i][1]) + len(requests[i][2]))
+            batch_size = override_bs or self._detect_batch_size(requests, longest_request)
+        before = Counter(self.prefix_cache_stats)
+        with tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                  desc="Running loglikelihood requests (prefix cache)") as progress:
+            results = score_requests(self, requests, int(batch_size), self.prefix_cache_stats, progress=progress)
+        now = self.prefix_cache_stats - before
+        logger.info("kinject-rag: prefix cache: %d requests in %d questions (%d sharing a prefix in %d groups), "
+                    "%d forward rows; %d of %d tokens computed (%.1fx fewer)", now["requests"], now["questions"],
+                    now["questions_sharing"], now["groups"], now["rows"], now["tokens_computed"],
+                    now["request_tokens"], now["request_tokens"] / max(now["tokens_computed"], 1))
+        return results
 
     # ---------------------------------------------------------------- retrieval
     def _query(self, request) -> str:
@@ -212,5 +262,6 @@ class KinjectRAGLM(HFLM):
         info["kinject"] = {"version": __version__, "model": "kinject-rag", "preset": self._kinject_preset, "kb": kb,
                            "retriever": self.retriever_name if kb else None, "k": self.k if kb else 0,
                            "template": self.template_name if kb else None,
-                           "query_field": self.query_field, "query_with_options": self.query_with_options}
+                           "query_field": self.query_field, "query_with_options": self.query_with_options,
+                           "prefix_cache": self.prefix_cache}
         return info

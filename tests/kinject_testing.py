@@ -1,6 +1,7 @@
 """Constants and helpers the tests share (importable: setup.cfg puts tests/ on sys.path)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -42,3 +43,13 @@ def table_value(stdout: str, alias: str, metric: str) -> float:
         if len(cells) > 7 and cells[1] == alias and cells[5] == metric:
             return float(cells[7])
     raise AssertionError(f"no row {alias!r}/{metric!r} in:\n{stdout}")
+
+
+@contextlib.contextmanager
+def prefix_cache_off(lm):
+    """Score with ``lm`` (a kinject-rag model shared by the session) on the plain path for a while."""
+    before, lm.prefix_cache = lm.prefix_cache, False
+    try:
+        yield lm
+    finally:
+        lm.prefix_cache = before

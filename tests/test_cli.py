@@ -18,6 +18,7 @@ def test_lm_eval_kinject_rag_on_one_task(tmp_path):
     assert table_value(out.stdout, "anatomy (lettered, 0-shot)", "acc") == round(acc, 4)
     samples = read_samples(tmp_path, "kinject_mmlu_anatomy_0shot")
     assert len(samples) == 20 and all(len(s["resps"]) == 4 for s in samples)
+    assert "kinject-rag: prefix cache: 80 requests in 20 questions" in out.stderr
 
 
 def test_lm_eval_group_with_preset_and_batch_size(tmp_path):

@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, read_results, run_cli
+from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, prefix_cache_off, read_results, run_cli
 
 from lm_eval_kinject.errors import ConfigError, KinjectError, ModelLoadError
 from lm_eval_kinject.prompting import TEMPLATES, fit_passages, render_passages, split_context
@@ -88,6 +88,12 @@ def test_prompt_layout_and_one_retrieval_per_document(rag_lm):
 
 
 def test_one_forward_row_per_question_with_rag(rag_lm):
+    """Single-token letter continuations: the 4 options share one forward row, with the prefix cache and without."""
+    from collections import Counter
+
+    before = Counter(rag_lm.prefix_cache_stats)
+    _evaluate(rag_lm, task="current_events", limit=6)
+    assert (rag_lm.prefix_cache_stats - before)["rows"] == 6
     rows = []
     original = rag_lm._model_call
 
@@ -96,8 +102,9 @@ def test_one_forward_row_per_question_with_rag(rag_lm):
         return original(inps, *args, **kwargs)
 
     rag_lm._model_call = counting
-    _evaluate(rag_lm, task="current_events", limit=6)
-    assert sum(rows) == 6  # single-token letter continuations: the 4 options share one forward pass
+    with prefix_cache_off(rag_lm):
+        _evaluate(rag_lm, task="current_events", limit=6)
+    assert sum(rows) == 6
 
 
 def test_passages_are_cut_to_max_length_and_the_question_survives(rag_lm):

@@ -1,0 +1,291 @@
+"""An experiment grid, read from YAML and checked whole before anything runs.
+
+    seed: 0
+    vars: {data: "${KINJECT_SHARED_DATA:-../../shared/data}"}   # ${name} below; ${ENV:-default} anywhere
+    models:            {NAME: {pretrained: PRESET|FOLDER|HUB_ID, ...other kinject-rag model_args}}
+    knowledge_bases:   {NAME: {sources: [FILE|FOLDER, ...], chunk_tokens: 256, overlap: 32, embedder: ...}}
+    task_metadata:     {mmlu_dir: ..., current_events_dir: ...}     # lm-eval --metadata for every task
+    retrieval:         {retriever: bm25|dense|hybrid|oracle, k: 3, template: plain}
+    finetune:          {FinetuneConfig fields: method, epochs, max_steps, learning_rate, ...}
+    lm_eval:           {batch_size: 8, limit: null, device: cpu}
+    experiments:
+      NAME: {title, tasks: [...], kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
+             control_tasks: [...], finetune: {...overrides}, retrieval: {...overrides}, limit: N}
+
+Relative paths are relative to the YAML file. Arms: ``base``, ``base+rag``, ``ft`` (= ``ft-reg``:
+fine-tuned on the KB's chunks), ``ft+rag``, ``ft-reg``, ``ft-reg+rag``, ``ft-par`` (one arm per
+``n_paraphrases`` value), ``ft-par+rag`` (the largest N). ``control_tasks`` (outside the KB) are
+scored on the base model and on every fine-tuned one: the difference is forgetting.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lm_eval_kinject.errors import ConfigError, did_you_mean
+from lm_eval_kinject.rag_lm import RAG_ARGS, valid_model_args
+
+__all__ = ["ARMS", "GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"]
+
+ARMS = ("base", "base+rag", "ft", "ft+rag", "ft-reg", "ft-reg+rag", "ft-par", "ft-par+rag")
+TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retrieval", "finetune", "lm_eval",
+            "experiments")
+EXPERIMENT_KEYS = ("title", "tasks", "kb", "arms", "paraphrases", "n_paraphrases", "control_tasks", "finetune",
+                   "retrieval", "limit")
+KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "seed")
+RETRIEVAL_KEYS = ("retriever", "k", "template")
+LM_EVAL_KEYS = ("batch_size", "limit", "device")
+# FinetuneConfig fields the grid sets itself, per checkpoint
+FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "seed")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str
+    model_args: dict = field(default_factory=dict)  # other kinject-rag model_args (dtype, gguf_file, ...)
+
+
+@dataclass(frozen=True)
+class KBSpec:
+    name: str
+    sources: tuple[str, ...]
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    tasks: tuple[str, ...]
+    arms: tuple[str, ...]
+    kb: str | None = None
+    paraphrases: str | None = None
+    n_paraphrases: tuple[int, ...] = ()
+    control_tasks: tuple[str, ...] = ()
+    finetune: dict = field(default_factory=dict)  # merged: grid-wide settings, then the experiment's
+    retrieval: dict = field(default_factory=dict)
+    limit: int | float | None = None
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    path: Path
+    seed: int
+    models: dict[str, ModelSpec]
+    knowledge_bases: dict[str, KBSpec]
+    experiments: dict[str, Experiment]
+    task_metadata: dict
+    lm_eval: dict
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"path": str(self.path), "seed": self.seed,
+                "models": {k: asdict(v) for k, v in self.models.items()},
+                "knowledge_bases": {k: asdict(v) for k, v in self.knowledge_bases.items()},
+                "experiments": {k: asdict(v) for k, v in self.experiments.items()},
+                "task_metadata": self.task_metadata, "lm_eval": self.lm_eval}
+
+
+class _Checker:
+    """Collects every problem of one file, each with its key path, and raises them together."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.problems = path, []
+
+    def error(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def keys(self, where: str, mapping, valid) -> dict:
+        if not isinstance(mapping, dict):
+            self.error(where, f"expected a mapping, got {type(mapping).__name__}")
+            return {}
+        for key in mapping:
+            if key not in valid:
+                self.error(where, f"unknown key {key!r}{did_you_mean(str(key), valid)}; valid keys: {', '.join(valid)}")
+        return mapping
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError(f"{self.path}: {len(self.problems)} problem(s):\n  " + "\n  ".join(self.problems))
+
+
+def _substitute(value, variables: dict):
+    """``${name}`` / ``${name:-default}`` from ``variables`` then the environment, in every string."""
+    if isinstance(value, str):
+        def replace(match):
+            name, default = match.group(1), match.group(2)
+            if name in variables:
+                return str(variables[name])
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"${{{name}}} is neither a vars: entry nor an environment variable (give a default: "
+                              f"${{{name}:-VALUE}})")
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, variables) for v in value]
+    return value
+
+
+def _path(base: Path, value: str) -> str:
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _local(base: Path, value: str) -> str:
+    """A model reference: relative folders resolve against the file; presets and Hub ids stay."""
+    return _path(base, value) if value.startswith((".", "/", "~")) else value
+
+
+def load_grid_config(path: str | Path) -> GridConfig:
+    """Read and check a grid YAML; every problem is reported at once, with its key path."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    check = _Checker(path)
+    raw = check.keys("top level", raw, TOP_KEYS)
+    check.done()
+    variables = _substitute(raw.get("vars") or {}, {})
+    raw = _substitute({k: v for k, v in raw.items() if k != "vars"}, variables)
+    base = path.resolve().parent
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        check.error("seed", f"expected an integer, got {seed!r}")
+
+    models = {}
+    raw_models = raw.get("models") or {}
+    if not isinstance(raw_models, dict):
+        check.error("models", "expected a mapping of NAME: {pretrained: ...}")
+        raw_models = {}
+    for name, spec in raw_models.items():
+        if isinstance(spec, str):
+            spec = {"pretrained": spec}
+        if not isinstance(spec, dict) or not spec.get("pretrained"):
+            check.error(f"models.{name}", "expected {pretrained: PRESET|FOLDER|HUB_ID, ...}")
+            continue
+        extra = {k: v for k, v in spec.items() if k != "pretrained"}
+        bad = sorted(set(extra) - (set(valid_model_args()) - set(RAG_ARGS)))
+        for key in bad:
+            check.error(f"models.{name}.{key}", f"not a model argument{did_you_mean(key, valid_model_args())}")
+        models[name] = ModelSpec(name, _local(base, str(spec["pretrained"])), extra)
+    if not models:
+        check.error("models", "at least one model is needed")
+
+    kbs = {}
+    for name, spec in (raw.get("knowledge_bases") or {}).items():
+        spec = check.keys(f"knowledge_bases.{name}", spec, KB_KEYS)
+        sources = spec.get("sources")
+        if isinstance(sources, str):
+            sources = [sources]
+        if not sources:
+            check.error(f"knowledge_bases.{name}.sources", "expected a list of files or folders")
+            continue
+        resolved = tuple(_path(base, str(s)) for s in sources)
+        for source in resolved:
+            if not Path(source).exists():
+                check.error(f"knowledge_bases.{name}.sources", f"{source}: no such file or folder")
+        kbs[name] = KBSpec(name, resolved, {k: v for k, v in spec.items() if k != "sources"})
+
+    metadata = {k: _path(base, v) if isinstance(v, str) and k.endswith(("_dir", "_path", "_file")) else v
+                for k, v in (raw.get("task_metadata") or {}).items()}
+    retrieval = {"retriever": "bm25", "k": 3, "template": "plain",
+                 **check.keys("retrieval", raw.get("retrieval") or {}, RETRIEVAL_KEYS)}
+    lm_eval = {"batch_size": 8, "limit": None, "device": "cpu",
+               **check.keys("lm_eval", raw.get("lm_eval") or {}, LM_EVAL_KEYS)}
+    finetune = raw.get("finetune") or {}
+
+    _check_finetune(check, "finetune", finetune)
+    experiments = {}
+    raw_experiments = raw.get("experiments") or {}
+    if not raw_experiments:
+        check.error("experiments", "at least one experiment is needed")
+    for name, spec in raw_experiments.items():
+        where = f"experiments.{name}"
+        spec = check.keys(where, spec, EXPERIMENT_KEYS)
+        tasks, arms = spec.get("tasks") or [], spec.get("arms") or []
+        if not tasks or not all(isinstance(t, str) for t in tasks):
+            check.error(f"{where}.tasks", "expected a list of lm-eval task names")
+        if not arms:
+            check.error(f"{where}.arms", f"expected a list of arms from: {', '.join(ARMS)}")
+        for i, arm in enumerate(arms):
+            if arm not in ARMS:
+                check.error(f"{where}.arms[{i}]", f"unknown arm {arm!r}{did_you_mean(str(arm), ARMS)}; "
+                                                  f"valid: {', '.join(ARMS)}")
+        kb = spec.get("kb")
+        needs_kb = [a for a in arms if a != "base"]
+        if needs_kb and not kb:
+            check.error(f"{where}.kb", f"arms {needs_kb} need a knowledge base (kb: NAME from knowledge_bases)")
+        elif kb and kb not in kbs:
+            check.error(f"{where}.kb", f"{kb!r} is not in knowledge_bases{did_you_mean(str(kb), list(kbs))} "
+                                       f"(defined: {', '.join(kbs) or 'none'})")
+        n_par = spec.get("n_paraphrases") or []
+        n_par = [n_par] if isinstance(n_par, int) else n_par
+        paraphrases = spec.get("paraphrases")
+        if any(a.startswith("ft-par") for a in arms):
+            if not paraphrases:
+                check.error(f"{where}.paraphrases", "ft-par arms need a paraphrases file")
+            elif not Path(_path(base, paraphrases)).is_file():
+                check.error(f"{where}.paraphrases", f"{_path(base, paraphrases)}: no such file")
+            if not n_par or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in n_par):
+                check.error(f"{where}.n_paraphrases", "ft-par arms need a list of positive paraphrase counts")
+        merged_ft = {**finetune, **(spec.get("finetune") or {})}
+        if spec.get("finetune"):  # the grid-wide block is checked once, below
+            _check_finetune(check, f"{where}.finetune", merged_ft)
+        merged_retrieval = {**retrieval, **check.keys(f"{where}.retrieval", spec.get("retrieval") or {},
+                                                        RETRIEVAL_KEYS)}
+        _check_retrieval(check, f"{where}.retrieval", merged_retrieval)
+        experiments[name] = Experiment(
+            name=name, title=str(spec.get("title") or name), tasks=tuple(tasks), arms=tuple(arms), kb=kb,
+            paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
+            control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
+            limit=spec.get("limit", lm_eval["limit"]))
+    check.done()
+    return GridConfig(path=path.resolve(), seed=seed, models=models, knowledge_bases=kbs, experiments=experiments,
+                      task_metadata=metadata, lm_eval=lm_eval)
+
+
+def _check_finetune(check: _Checker, where: str, settings: dict) -> None:
+    from lm_eval_kinject.finetune import FinetuneConfig
+
+    own = sorted(set(settings) & set(FT_OWN_KEYS))
+    if own:
+        check.error(where, f"{own} are set by the grid for each checkpoint (models, kb, paraphrases, seed)")
+        return
+    try:
+        FinetuneConfig(kb="kb", out="out", **settings)
+    except TypeError as error:
+        from dataclasses import fields
+
+        valid = [f.name for f in fields(FinetuneConfig) if f.name not in FT_OWN_KEYS]
+        unknown = [k for k in settings if k not in valid]
+        check.error(where, f"unknown key(s) {unknown}{''.join(did_you_mean(k, valid) for k in unknown)}; "
+                           f"valid: {', '.join(valid)}" if unknown else str(error))
+    except ConfigError as error:
+        check.error(where, str(error))
+
+
+def _check_retrieval(check: _Checker, where: str, settings: dict) -> None:
+    from lm_eval_kinject.prompting import TEMPLATES
+    from lm_eval_kinject.rag_lm import RETRIEVER_CHOICES
+
+    if settings["retriever"] not in RETRIEVER_CHOICES:
+        check.error(f"{where}.retriever", f"{settings['retriever']!r}: expected one of {', '.join(RETRIEVER_CHOICES)}")
+    k = settings["k"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        check.error(f"{where}.k", f"{k!r}: expected a positive integer")
+    if settings["template"] not in TEMPLATES:
+        check.error(f"{where}.template", f"{settings['template']!r}: expected one of {', '.join(TEMPLATES)}")

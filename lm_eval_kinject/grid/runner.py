@@ -1,0 +1,242 @@
+"""Run a grid: build each KB and checkpoint once, evaluate every cell through lm-eval, resumably.
+
+    OUT/grid.json                  the resolved config, seed, library versions (rewritten on each run)
+    OUT/kb/NAME-HASH/              knowledge bases (kinject kb build)
+    OUT/checkpoints/HASH/          fine-tuned models (kinject finetune; resumed if interrupted)
+    OUT/cells/HASH/cell.json       what the cell is and its status: done | failed (with the error)
+    OUT/cells/HASH/result.json     accuracy, per-question correctness, retrieval recall, lm-eval results
+    OUT/cells/HASH/samples.jsonl   lm-eval's logged samples (prompts, per-option log-likelihoods)
+
+A cell folder appears only when complete (written beside and renamed), so a killed grid re-run
+skips every finished cell and recomputes nothing else twice: KBs are reused, a checkpoint resumes
+from its last saved step. A cell that raises is recorded as failed and the grid goes on; a re-run
+tries it again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lm_eval_kinject.artifacts import atomic_dir, library_versions, write_json_atomic
+from lm_eval_kinject.grid.cells import Cell, Checkpoint, expand, kb_hash
+from lm_eval_kinject.grid.config import GridConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_grid", "GridRun", "cell_status", "check_tasks"]
+
+
+@dataclass
+class GridRun:
+    out: Path
+    done: list[str] = field(default_factory=list)  # cell hashes evaluated in this run
+    skipped: list[str] = field(default_factory=list)  # finished before this run
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def cell_status(folder: Path) -> str | None:
+    meta = folder / "cell.json"
+    return json.loads(meta.read_text(encoding="utf-8"))["status"] if meta.is_file() else None
+
+
+def check_tasks(config: GridConfig) -> None:
+    """Every task the grid names exists in lm-eval (with this package's tasks registered)."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_kinject.errors import ConfigError, did_you_mean
+
+    known = set(TaskManager(metadata=config.task_metadata).all_tasks)
+    problems = [f"experiments.{e.name}: unknown task {t!r}{did_you_mean(t, known)}"
+                for e in config.experiments.values() for t in (*e.tasks, *e.control_tasks) if t not in known]
+    if problems:
+        raise ConfigError(f"{config.path}: " + "; ".join(problems) + " (`kinject tasks` lists this package's tasks)")
+
+
+def _write_grid_json(config: GridConfig, out: Path, cells: list[Cell]) -> None:
+    from lm_eval_kinject import __version__
+
+    write_json_atomic(out / "grid.json", {
+        "config": config.to_dict(), "seed": config.seed, "experiment_order": list(config.experiments), "kinject": __version__, "libraries": library_versions(),
+        "cells": [{**c.describe(), "hash": c.hash(config)} for c in cells]})
+
+
+class _Resources:
+    """KBs, checkpoints and the one loaded model, made on first use and kept for later cells."""
+
+    def __init__(self, config: GridConfig, out: Path) -> None:
+        self.config, self.out = config, out
+        self.kbs: dict[str, object] = {}
+        self.loaded: tuple | None = None  # (key, lm)
+        self.errors: dict[str, str] = {}  # checkpoint hash -> why it could not be trained
+
+    def kb(self, name: str):
+        from lm_eval_kinject.kb import KnowledgeBase, is_kb
+
+        if name not in self.kbs:
+            folder = self.out / "kb" / f"{name}-{kb_hash(self.config, name)}"
+            if not is_kb(folder):
+                self._build_kb(name, folder)
+            self.kbs[name] = KnowledgeBase.load(folder)
+        return self.kbs[name]
+
+    def _build_kb(self, name: str, folder: Path) -> None:
+        from lm_eval_kinject.chunking import ChunkConfig
+        from lm_eval_kinject.corpus import read_sources
+        from lm_eval_kinject.index.dense import DenseConfig
+        from lm_eval_kinject.kb import KBConfig, build_kb
+
+        spec = self.config.knowledge_bases[name]
+        o = spec.options
+        chunk = ChunkConfig(**{k: v for k, v in {"chunk_tokens": o.get("chunk_tokens"), "overlap_tokens": o.get("overlap"),
+                                                 "tokenizer": o.get("tokenizer")}.items() if v is not None})
+        dense = DenseConfig(**{k: v for k, v in {"embedder": o.get("embedder"), "exact_below": o.get("exact_below"),
+                                                 "seed": o.get("seed")}.items() if v is not None})
+        logger.info("grid: building knowledge base %s -> %s", name, folder)
+        build_kb(read_sources(spec.sources), folder, KBConfig(chunk=chunk, dense=dense), sources=list(spec.sources),
+                 overwrite=True)
+
+    def checkpoint(self, checkpoint: Checkpoint) -> Path:
+        from lm_eval_kinject.finetune import FinetuneConfig, finetune
+
+        key = checkpoint.hash(self.config)
+        if key in self.errors:
+            raise RuntimeError(f"checkpoint {key} could not be trained: {self.errors[key]}")
+        folder = self.out / "checkpoints" / key
+        model = self.config.models[checkpoint.model]
+        settings = dict(checkpoint.settings)
+        ft = FinetuneConfig(kb=str(self.kb(checkpoint.kb).path), out=str(folder), model=model.pretrained,
+                            gguf_file=model.model_args.get("gguf_file"), paraphrases=checkpoint.paraphrases,
+                            n_paraphrases=checkpoint.n_paraphrases, seed=self.config.seed, **settings)
+        try:
+            finetune(ft, resume=True)  # finished: returns at once; interrupted: resumes
+        except Exception as error:
+            self.errors[key] = f"{type(error).__name__}: {error}"
+            raise
+        write_json_atomic(folder / "kinject_grid_checkpoint.json", checkpoint.identity(self.config))
+        return folder
+
+    def model(self, cell: Cell):
+        """The kinject-rag model of ``cell`` (the base model or its checkpoint), loaded once."""
+        from lm_eval_kinject.rag_lm import KinjectRAGLM
+
+        key = (cell.model, cell.checkpoint)
+        if self.loaded and self.loaded[0] == key:
+            return self.loaded[1]
+        self.loaded = None  # free the previous model before loading the next
+        spec = self.config.models[cell.model]
+        args = {"pretrained": spec.pretrained, **spec.model_args}
+        if cell.checkpoint is not None:
+            folder = self.checkpoint(cell.checkpoint)
+            if dict(cell.checkpoint.settings).get("method", "full") == "lora":
+                args["peft"] = str(folder)
+            else:
+                args = {"pretrained": str(folder), **{k: v for k, v in spec.model_args.items() if k != "gguf_file"}}
+        lm = KinjectRAGLM(device=self.config.lm_eval["device"], batch_size=self.config.lm_eval["batch_size"], **args)
+        self.loaded = (key, lm)
+        return lm
+
+
+def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[dict, list[dict]]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    lm = resources.model(cell)
+    retrieval = dict(cell.retrieval)
+    lm.set_retrieval(resources.kb(cell.kb) if cell.rag else None, k=retrieval.get("k", 3),
+                     retriever=retrieval.get("retriever", "bm25"), template=retrieval.get("template", "plain"))
+    cache_before = Counter(lm.prefix_cache_stats)
+    seed = config.seed
+    out = simple_evaluate(model=lm, tasks=[cell.task], limit=cell.limit, log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(metadata=config.task_metadata), random_seed=seed,
+                          numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    if cell.task not in out["results"]:
+        raise RuntimeError(f"lm-eval returned no results for {cell.task!r} (a group? name one task)")
+    metrics = out["results"][cell.task]
+    samples = out["samples"][cell.task]
+    records = [r for r in lm.retrieval_records if r["task"] == cell.task]
+    gold = [r["gold_retrieved"] for r in records if r["gold_retrieved"] is not None]
+    result = {
+        "acc": metrics["acc,none"], "acc_stderr": metrics.get("acc_stderr,none"), "acc_norm": metrics.get("acc_norm,none"),
+        "n": len(samples), "alias": metrics.get("alias", cell.task),
+        "num_fewshot": out["configs"][cell.task].get("num_fewshot"),
+        "per_question": {"doc_id": [s["doc_id"] for s in samples], "correct": [float(s["acc"]) for s in samples]},
+        "retrieval": ({"k": retrieval.get("k"), "retriever": retrieval.get("retriever"),
+                       "recall": sum(gold) / len(gold) if gold else None, "n": len(gold)} if cell.rag else None),
+        "prefix_cache": dict(lm.prefix_cache_stats - cache_before),
+        "lm_eval": {key: out.get(key) for key in ("results", "configs", "versions", "n-samples", "config")},
+    }
+    return result, samples
+
+
+def _write_cell(folder: Path, meta: dict, result: dict | None = None, samples: list[dict] | None = None) -> None:
+    from lm_eval.utils import handle_non_serializable
+
+    with atomic_dir(folder) as tmp:
+        (tmp / "cell.json").write_text(json.dumps(meta, indent=1, default=handle_non_serializable), encoding="utf-8")
+        if result is not None:
+            (tmp / "result.json").write_text(json.dumps(result, default=handle_non_serializable), encoding="utf-8")
+        if samples is not None:
+            with open(tmp / "samples.jsonl", "w", encoding="utf-8") as fh:
+                for sample in samples:
+                    fh.write(json.dumps(sample, default=handle_non_serializable, ensure_ascii=False) + "\n")
+
+
+def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_failed: bool = True,
+             models: list[str] | None = None) -> GridRun:
+    """Run every unfinished cell of ``config`` under ``out`` (see the module docstring).
+
+    ``models``: run only these models' cells (one process per GPU, same ``out``); ``grid.json``
+    still lists every cell, so the report covers them all.
+    """
+    from tqdm import tqdm
+
+    from lm_eval_kinject.errors import ConfigError, did_you_mean
+
+    for name in models or ():
+        if name not in config.models:
+            raise ConfigError(f"--models {name!r}: not a model of {config.path}{did_you_mean(name, config.models)}; "
+                              f"models: {', '.join(config.models)}")
+    check_tasks(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = expand(config)
+    _write_grid_json(config, out, cells)
+    cells = [c for c in cells if not models or c.model in models]
+    run, started = GridRun(out), time.perf_counter()
+    todo = []
+    for cell in cells:
+        key = cell.hash(config)
+        status = cell_status(out / "cells" / key)
+        if status == "done" or (status == "failed" and not retry_failed) or key in {k for _, k in todo}:
+            run.skipped.append(key)
+        else:
+            todo.append((cell, key))
+    resources = _Resources(config, out)
+    with tqdm(total=len(cells), initial=len(run.skipped), disable=not show_progress, unit="cell",
+              desc="grid") as bar:
+        for cell, key in todo:
+            bar.set_postfix_str(f"{cell.model} {cell.arm} {cell.task}")
+            meta = {**cell.describe(), "hash": key, "identity": cell.identity(config)}
+            cell_started = time.perf_counter()
+            try:
+                result, samples = _evaluate(cell, resources, config)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # noqa: BLE001 - recorded, reported, retried on the next run
+                logger.error("grid: cell %s (%s %s %s) failed: %s", key, cell.model, cell.arm, cell.task, error)
+                _write_cell(out / "cells" / key, {**meta, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                                                  "traceback": traceback.format_exc()[-4000:]})
+                run.failed.append(key)
+            else:
+                meta.update(status="done", seconds=round(time.perf_counter() - cell_started, 1))
+                _write_cell(out / "cells" / key, meta, result, samples)
+                run.done.append(key)
+            bar.update(1)
+    run.seconds = time.perf_counter() - started
+    return run

@@ -1,0 +1,118 @@
+"""``kinject report``: a grid run folder -> tables (md, CSV, LaTeX), figures (PNG, SVG), paired tests.
+
+    OUT/report.md            every table, the paired tests, the figures, failed cells
+    OUT/report.json          every cell (accuracy, interval, recall, forgetting) and every test
+    OUT/table_EXPERIMENT.tex one LaTeX table per experiment;  OUT/cells.csv  one line per cell
+    OUT/figure2.{png,svg}    OUT/figure4_EXPERIMENT.{png,svg}
+
+``check_expectations`` compares a report with a committed expectations file (the CI benchmark).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lm_eval_kinject.artifacts import write_json_atomic
+from lm_eval_kinject.errors import DataError
+from lm_eval_kinject.report.figures import figure2, figure4
+from lm_eval_kinject.report.results import forgetting, load_entries
+from lm_eval_kinject.report.tables import csv_rows, latex_table, markdown_table, paired_markdown, paired_tests
+
+__all__ = ["write_report", "Report", "check_expectations", "expectations_of"]
+
+
+@dataclass
+class Report:
+    out: Path
+    files: list[Path]
+    cells: list[dict]
+    tests: list[dict]
+    failed: int
+    pending: int
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_report(run: Path, out: Path, seed: int = 0) -> Report:
+    grid, entries = load_entries(Path(run), seed=seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    experiments = grid["config"]["experiments"]
+    lost = forgetting(entries)
+    files: list[Path] = []
+    sections = [f"# Knowledge-injection report: {Path(grid['config']['path']).name}", "",
+                f"Run folder `{run}`; seed {grid['seed']}; kinject {grid['kinject']}; "
+                f"lm-eval {grid['libraries'].get('lm-eval')}, transformers {grid['libraries'].get('transformers')}, "
+                f"torch {grid['libraries'].get('torch')}.", ""]
+    table1_like = []
+    for name in grid.get("experiment_order", sorted(experiments)):
+        spec = experiments[name]
+        if not any(e.experiment == name for e in entries):
+            continue
+        sections += [markdown_table(entries, name, spec["title"], lost), ""]
+        files.append(_write(out / f"table_{name}.tex", latex_table(entries, name, spec["title"])))
+        finished = any(e.experiment == name and e.role == "main" and e.status == "done" for e in entries)
+        if finished and not any(a.startswith("ft-par") for a in spec["arms"]):
+            table1_like.append(name)
+        paths = figure4(entries, name, spec["title"], out)
+        if paths:
+            files += paths
+            sections += [f"![Figure 4: {spec['title']}]({paths[0].name})", ""]
+    paths = figure2(entries, table1_like or list(experiments), out)
+    if paths:
+        files += paths
+        sections += [f"![Figure 2]({paths[0].name})", ""]
+    tests = paired_tests(entries, seed=seed)
+    if tests:
+        sections += [paired_markdown(tests), ""]
+    failed = [e for e in entries if e.status == "failed"]
+    pending = [e for e in entries if e.status == "pending"]
+    if failed or pending:
+        sections += ["### Cells not in the tables", ""]
+        sections += [f"- **failed** {e.model} {e.arm} {e.task} (`cells/{e.hash}`): {e.error}" for e in failed]
+        sections += [f"- pending {e.model} {e.arm} {e.task}" for e in pending]
+    files.insert(0, _write(out / "report.md", "\n".join(sections) + "\n"))
+    files.append(_write(out / "cells.csv", csv_rows(entries, lost)))
+    cells = []
+    for e in entries:
+        item = {k: v for k, v in asdict(e).items() if k != "per_question"}
+        item["label"] = e.label
+        if e.role == "main" and (f := lost.get((e.experiment, e.model, e.arm))):
+            item["forgetting"] = f
+        cells.append(item)
+    write_json_atomic(out / "report.json", {"run": str(run), "seed": grid["seed"], "cells": cells, "tests": tests})
+    files.append(out / "report.json")
+    return Report(out, files, cells, tests, len(failed), len(pending))
+
+
+def expectations_of(report: Report, tolerance: float = 0.0) -> dict:
+    """The key numbers of ``report``, as an expectations file records them."""
+    keyed = {f"{c['experiment']}|{c['model']}|{c['arm']}|{c['task']}|{c['role']}": round(c["acc"], 6)
+             for c in report.cells if c["status"] == "done"}
+    recall = {f"{c['experiment']}|{c['model']}|{c['arm']}|{c['task']}|{c['role']}": round(c["recall"], 6)
+              for c in report.cells if c["status"] == "done" and c["recall"] is not None}
+    return {"tolerance": tolerance, "acc": keyed, "recall": recall}
+
+
+def check_expectations(report: Report, path: Path, tolerance: float | None = None) -> list[str]:
+    """Differences between ``report`` and the expectations file ``path`` beyond its tolerance."""
+    try:
+        expected = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"expectations file {path}: {error}") from None
+    tol = expected.get("tolerance", 0.0) if tolerance is None else tolerance
+    got = expectations_of(report)
+    problems = []
+    for kind in ("acc", "recall"):
+        for key, value in expected.get(kind, {}).items():
+            if key not in got[kind]:
+                problems.append(f"{kind} {key}: expected {value}, the run has no such finished cell")
+            elif abs(got[kind][key] - value) > tol + 1e-9:
+                problems.append(f"{kind} {key}: {got[kind][key]:.4f}, expected {value:.4f} ± {tol}")
+    return problems

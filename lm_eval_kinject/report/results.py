@@ -1,0 +1,99 @@
+"""A grid's finished cells as report rows: accuracy with a bootstrap interval, recall, forgetting."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lm_eval_kinject.errors import DataError
+from lm_eval_kinject.grid.cells import ARM_ORDER, arm_label
+from lm_eval_kinject.report.stats import align, bootstrap_ci
+
+__all__ = ["Entry", "load_entries", "forgetting"]
+
+
+@dataclass
+class Entry:
+    """One cell of the grid as the report sees it."""
+
+    experiment: str
+    model: str
+    arm: str  # ft-par4, ft-par4+rag, ...
+    task: str
+    role: str
+    status: str
+    hash: str
+    alias: str = ""
+    num_fewshot: int | None = None
+    n_paraphrases: int | None = None
+    acc: float | None = None
+    ci: tuple[float, float] | None = None
+    n: int = 0
+    recall: float | None = None
+    k: int | None = None
+    error: str | None = None
+    per_question: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return arm_label(self.arm)
+
+    @property
+    def row(self) -> tuple[str, str]:
+        return (self.alias or self.task, self.model)
+
+
+def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
+    """(grid.json, entries) of the run folder ``run``; failed cells are entries with ``error``."""
+    run = Path(run)
+    grid_file = run / "grid.json"
+    if not grid_file.is_file():
+        raise DataError(f"{run}: not a grid run folder (no grid.json; make one with `kinject grid CONFIG --out {run}`)")
+    grid = json.loads(grid_file.read_text(encoding="utf-8"))
+    entries = []
+    for cell in grid["cells"]:
+        folder = run / "cells" / cell["hash"]
+        meta_file = folder / "cell.json"
+        status = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {"status": "pending"}
+        entry = Entry(experiment=cell["experiment"], model=cell["model"], arm=cell["arm"], task=cell["task"],
+                      role=cell["role"], status=status["status"], hash=cell["hash"],
+                      n_paraphrases=cell.get("n_paraphrases"), error=status.get("error"))
+        if entry.status == "done":
+            result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            entry.alias, entry.num_fewshot, entry.acc, entry.n = (result["alias"], result["num_fewshot"],
+                                                                  result["acc"], result["n"])
+            entry.per_question = result["per_question"]
+            entry.ci = bootstrap_ci(entry.per_question["correct"], seed=seed)
+            if result.get("retrieval"):
+                entry.recall, entry.k = result["retrieval"]["recall"], result["retrieval"]["k"]
+        entries.append(entry)
+    if not any(e.status == "done" for e in entries):
+        raise DataError(f"{run}: no finished cells yet ({len(entries)} planned; "
+                        f"{sum(e.status == 'failed' for e in entries)} failed)")
+    aliases = {e.task: e.alias for e in entries if e.alias}  # pending cells borrow their task's alias
+    for e in entries:
+        e.alias = e.alias or aliases.get(e.task, e.task)
+    entries.sort(key=lambda e: (e.experiment, e.row, _arm_rank(e.arm)))
+    return grid, entries
+
+
+def _arm_rank(arm: str) -> tuple[int, int]:
+    label = arm_label(arm)
+    name = arm.removesuffix("+rag")
+    return ARM_ORDER.index(label), int(name.removeprefix("ft-par")) if name.startswith("ft-par") else 0
+
+
+def forgetting(entries: list[Entry]) -> dict[tuple[str, str, str], dict]:
+    """(experiment, model, FT arm) -> change on its control tasks vs the base model, same questions."""
+    control = {(e.experiment, e.model, e.arm, e.task): e for e in entries if e.role == "control" and e.status == "done"}
+    out: dict[tuple[str, str, str], dict] = {}
+    for (experiment, model, arm, task), entry in control.items():
+        base = control.get((experiment, model, "base", task))
+        if arm == "base" or base is None:
+            continue
+        ours, theirs = align(entry.per_question, base.per_question)
+        delta = (sum(ours) - sum(theirs)) / len(ours) if ours else float("nan")
+        item = out.setdefault((experiment, model, arm), {"tasks": {}, "delta": 0.0})
+        item["tasks"][task] = delta
+        item["delta"] = sum(item["tasks"].values()) / len(item["tasks"])
+    return out

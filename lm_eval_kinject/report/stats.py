@@ -1,0 +1,50 @@
+"""Intervals and paired tests over per-question correctness (0/1 per question, same questions per arm).
+
+- ``bootstrap_ci``: percentile bootstrap of the accuracy, resampling questions (seeded).
+- ``mcnemar``: the exact McNemar test of two arms on the same questions: under "no difference"
+  the discordant questions (right in one arm only) split 50/50, so the p-value is a two-sided
+  binomial test on them (scipy). Exact rather than chi-squared: grids often have few discordant pairs.
+- ``paired_bootstrap_ci``: the interval of the accuracy difference, resampling question pairs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "mcnemar", "paired_bootstrap_ci", "align"]
+
+DEFAULT_RESAMPLES = 2000
+
+
+def bootstrap_ci(correct, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    values = np.asarray(correct, dtype=float)
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def paired_bootstrap_ci(a, b, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Interval of mean(a) - mean(b) over the same questions."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return bootstrap_ci(diff, resamples, seed, level)
+
+
+def mcnemar(a, b) -> dict:
+    """Exact McNemar test of arms ``a`` and ``b`` (0/1 per question, same order)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}
+
+
+def align(first: dict, second: dict) -> tuple[list[float], list[float]]:
+    """Correctness of two cells on the questions both scored (``{"doc_id": [...], "correct": [...]}``)."""
+    b = dict(zip(second["doc_id"], second["correct"]))
+    pairs = [(c, b[d]) for d, c in zip(first["doc_id"], first["correct"]) if d in b]
+    return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -1,0 +1,185 @@
+"""``kinject grid`` and ``kinject report`` on a tiny real grid: the embedded model, the current-events KB,
+two real (very short) fine-tunings, a cell that really fails; resume, report, figures, expectations."""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import pytest
+from kinject_testing import REPO, SHARED_DATA, run_cli
+
+from lm_eval_kinject.errors import ConfigError, DataError
+
+TINY = textwrap.dedent(f"""\
+    seed: 0
+    vars: {{data: "{SHARED_DATA}"}}
+    models:
+      smollm2-135m: {{pretrained: smollm2-135m}}
+    task_metadata: {{current_events_dir: "${{data}}/current_events_sample", mmlu_dir: "${{data}}/mmlu"}}
+    knowledge_bases:
+      current_events: {{sources: ["${{data}}/current_events_sample/chunks.jsonl"]}}
+    retrieval: {{retriever: bm25, k: 2}}
+    finetune: {{max_steps: 2, block_size: 64, batch_size: 2}}
+    lm_eval: {{batch_size: 8, limit: 6}}
+    experiments:
+      ce:
+        title: Current events (tiny)
+        tasks: [current_events_cloze]
+        kb: current_events
+        paraphrases: ${{data}}/current_events_sample/paraphrases.jsonl
+        n_paraphrases: [1]
+        arms: [base, base+rag, ft-reg, ft-par]
+        control_tasks: [kinject_mmlu_cloze_anatomy_0shot]
+      broken:
+        title: Oracle retrieval on questions without gold chunks
+        tasks: [kinject_mmlu_cloze_anatomy_0shot]
+        kb: current_events
+        arms: [base+rag]
+        retrieval: {{retriever: oracle}}
+    """)
+
+
+def _config(tmp_path, text: str = TINY):
+    from lm_eval_kinject.grid import load_grid_config
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return load_grid_config(path)
+
+
+def test_config_errors_name_every_problem_with_its_key(tmp_path):
+    bad = TINY.replace("arms: [base, base+rag, ft-reg, ft-par]", "arms: [base, base+rag, ft-regg, ft-par]")
+    bad = bad.replace("    kb: current_events\n    paraphrases:", "    paraphrases:")  # RAG without a KB
+    bad = bad.replace("finetune: {max_steps: 2,", "finetune: {max_step: 2,").replace("lm_eval:", "lm_evall:")
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, bad)
+    message = str(error.value)
+    assert "top level: unknown key 'lm_evall' (did you mean 'lm_eval'?)" in message
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, bad.replace("lm_evall:", "lm_eval:"))
+    message = str(error.value)
+    assert "experiments.ce.arms[2]: unknown arm 'ft-regg' (did you mean 'ft-reg'?)" in message
+    assert "experiments.ce.kb: arms ['base+rag', 'ft-regg', 'ft-par'] need a knowledge base" in message
+    assert "\n  finetune: unknown key(s) ['max_step'] (did you mean 'max_steps'?)" in message
+    assert "3 problem(s)" in message
+    assert str(tmp_path / "grid.yaml") in message
+    with pytest.raises(ConfigError, match=r"\$\{nowhere\} is neither a vars: entry nor an environment variable"):
+        _config(tmp_path, TINY.replace("${data}/mmlu", "${nowhere}/mmlu"))
+
+
+def test_unknown_task_is_refused_before_any_work(tmp_path):
+    from lm_eval_kinject.grid import run_grid
+
+    config = _config(tmp_path, TINY.replace("tasks: [current_events_cloze]", "tasks: [current_event_cloze]"))
+    with pytest.raises(ConfigError, match=r"unknown task 'current_event_cloze' \(did you mean 'current_events_cloze'"):
+        run_grid(config, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from lm_eval_kinject.grid import run_grid
+
+    folder = tmp_path_factory.mktemp("grid")
+    config = _config(folder)
+    return config, folder / "run", run_grid(config, folder / "run", show_progress=False)
+
+
+def test_grid_runs_every_cell_and_records_the_failing_one(tiny_run):
+    config, out, run = tiny_run
+    assert len(run.done) == 7 and len(run.failed) == 1 and not run.skipped
+    failed = json.loads((out / "cells" / run.failed[0] / "cell.json").read_text())
+    assert failed["status"] == "failed" and failed["arm"] == "base+rag" and "chunk_id" in failed["error"]
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["seed"] == 0 and len(grid["cells"]) == 8 and grid["libraries"]["lm-eval"]
+    for key in run.done:
+        result = json.loads((out / "cells" / key / "result.json").read_text())
+        assert result["n"] == 6 and len(result["per_question"]["correct"]) == 6
+        assert len((out / "cells" / key / "samples.jsonl").read_text().splitlines()) == 6
+    assert len(list((out / "checkpoints").iterdir())) == 2  # FT-reg and FT-par1, each trained once
+
+
+def test_rerun_skips_finished_cells_and_a_killed_cell_comes_back_identical(tiny_run):
+    from lm_eval_kinject.grid import run_grid
+
+    config, out, first = tiny_run
+    again = run_grid(config, out, show_progress=False, retry_failed=False)
+    assert not again.done and len(again.skipped) == 8
+    rag = next(k for k in first.done
+               if json.loads((out / "cells" / k / "cell.json").read_text())["arm"] == "base+rag")
+    before = json.loads((out / "cells" / rag / "result.json").read_text())
+    shutil.rmtree(out / "cells" / rag)  # as if killed while evaluating it: only a staging folder is left
+    (out / "cells" / f".{rag}.tmp-99999").mkdir()
+    resumed = run_grid(config, out, show_progress=False, retry_failed=False)
+    assert resumed.done == [rag]
+    after = json.loads((out / "cells" / rag / "result.json").read_text())
+    assert after["per_question"] == before["per_question"] and after["retrieval"] == before["retrieval"]
+    assert after["retrieval"]["recall"] is not None and after["retrieval"]["k"] == 2
+
+
+def test_report_tables_figures_tests_and_expectations(tiny_run, tmp_path):
+    from lm_eval_kinject.report import check_expectations, expectations_of, write_report
+
+    _, out, _ = tiny_run
+    report = write_report(out, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "### Current events (tiny)" in text and "| Base | Base + RAG | FT-reg | FT-par |" in text
+    assert "R@2" in text and "Δctl" in text and "**failed** smollm2-135m base+rag" in text
+    assert report.failed == 1 and report.tests
+    assert {(t["a"], t["b"]) for t in report.tests} >= {("base+rag", "base"), ("ft-par", "ft-reg")}
+    for name in ("figure2.png", "figure2.svg", "figure4_ce.png", "figure4_ce.svg"):
+        data = (tmp_path / "report" / name).read_bytes()
+        assert len(data) > 5000, name
+    assert (tmp_path / "report" / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tex = (tmp_path / "report" / "table_ce.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\toprule" in tex
+    csv_lines = (tmp_path / "report" / "cells.csv").read_text().splitlines()
+    assert len(csv_lines) == 9 and csv_lines[0].startswith("experiment,role,task")
+    for cell in report.cells:
+        if cell["status"] == "done":
+            assert cell["ci"][0] <= cell["acc"] <= cell["ci"][1]
+    expectations = expectations_of(report)
+    path = tmp_path / "expect.json"
+    path.write_text(json.dumps(expectations))
+    assert check_expectations(report, path) == []
+    key = next(iter(expectations["acc"]))
+    expectations["acc"][key] += 0.5
+    path.write_text(json.dumps(expectations))
+    (problem,) = check_expectations(report, path)
+    assert key in problem and "expected" in problem
+
+
+def test_report_refuses_folders_without_results(tmp_path):
+    from lm_eval_kinject.report import write_report
+
+    with pytest.raises(DataError, match="not a grid run folder"):
+        write_report(tmp_path, tmp_path / "report")
+    (tmp_path / "grid.json").write_text(json.dumps({"cells": [{"hash": "x", "experiment": "e", "model": "m",
+                                                                "arm": "base", "task": "t", "role": "main"}]}))
+    with pytest.raises(DataError, match="no finished cells yet"):
+        write_report(tmp_path, tmp_path / "report")
+
+
+def test_cli_check_and_report_with_expectations(tiny_run, tmp_path):
+    config, out, _ = tiny_run
+    checked = run_cli(["kinject", "grid", str(config.path), "--out", str(out), "--check"])
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "done     ce" in checked.stdout and "failed   broken" in checked.stdout and "8 cells; config OK" in checked.stdout
+    expect = tmp_path / "expect.json"
+    made = run_cli(["kinject", "report", str(out), "--out", str(tmp_path / "r"), "--write-expectations", str(expect)])
+    assert made.returncode == 0, made.stderr[-2000:]
+    checked = run_cli(["kinject", "report", str(out), "--out", str(tmp_path / "r"), "--expect", str(expect)])
+    assert checked.returncode == 0 and "key numbers match" in checked.stdout
+
+
+def test_shipped_grid_configs_are_valid():
+    from lm_eval_kinject.grid import load_grid_config
+    from lm_eval_kinject.grid.cells import expand
+
+    sizes = {}
+    for name in ("embedded", "ci", "paper"):
+        config = load_grid_config(REPO / "configs" / f"{name}.yaml")
+        sizes[name] = len(expand(config))
+    # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
+    assert sizes == {"embedded": 21, "ci": 8, "paper": 159}
