@@ -20,15 +20,22 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = ["atomic_dir", "library_versions", "sha256_file", "plain_model", "save_plain_checkpoint", "write_json_atomic",
-           "write_jsonl_atomic"]
+           "write_jsonl_atomic", "write_text_atomic"]
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``; returns ``path``."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+    return path
 
 
 def write_jsonl_atomic(path: Path, records: list[dict]) -> None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lm_eval_kinject.artifacts import write_json_atomic
+from lm_eval_kinject.artifacts import write_json_atomic, write_text_atomic as _write
 from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.report.figures import figure2, figure4
 from lm_eval_kinject.report.results import forgetting, load_entries
@@ -30,13 +30,6 @@ class Report:
     tests: list[dict]
     failed: int
     pending: int
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def write_report(run: Path, out: Path, seed: int = 0) -> Report:
