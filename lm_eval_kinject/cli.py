@@ -142,9 +142,7 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
     from itertools import chain
 
     from lm_eval_kinject import corpus
-    from lm_eval_kinject.chunking import ChunkConfig
     from lm_eval_kinject.errors import ConfigError
-    from lm_eval_kinject.index.dense import DenseConfig
     from lm_eval_kinject.kb import KBConfig, build_kb
 
     fields = corpus.JsonlFields(id=id_field, title=title_field, text=text_field)
@@ -161,8 +159,8 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
         names.append(f"mediawiki:{category or titles}")
     if not names:
         raise ConfigError("no sources: give JSONL files or folders, --wikipedia-dump, --hf-dataset or --mediawiki")
-    config = KBConfig(chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap_tokens=overlap, tokenizer=tokenizer),
-                      dense=DenseConfig(embedder=embedder, exact_below=exact_below, seed=seed))
+    config = KBConfig.from_options(chunk_tokens=chunk_tokens, overlap=overlap, tokenizer=tokenizer, embedder=embedder,
+                                   exact_below=exact_below, seed=seed)
     built = build_kb(chain(*streams), out, config, sources=names, overwrite=overwrite)
     counts = built.manifest["counts"]
     click.echo(f"{out}: {counts['chunks']} chunks from {counts['documents']} documents "

@@ -46,6 +46,16 @@ class KBConfig:
     # while questions name it ("During Hurricane Otis, ...").
     index_title: bool = True
 
+    @classmethod
+    def from_options(cls, chunk_tokens=None, overlap=None, tokenizer=None, embedder=None, exact_below=None,
+                     seed=None) -> KBConfig:
+        """The settings ``kinject kb build`` and grid configs name (None: the default)."""
+        def given(**values):
+            return {k: v for k, v in values.items() if v is not None}
+
+        return cls(chunk=ChunkConfig(**given(chunk_tokens=chunk_tokens, overlap_tokens=overlap, tokenizer=tokenizer)),
+                   dense=DenseConfig(**given(embedder=embedder, exact_below=exact_below, seed=seed)))
+
 
 def is_kb(path: Path) -> bool:
     return (Path(path) / MANIFEST).is_file()

@@ -86,19 +86,12 @@ class _Resources:
         return self.kbs[name]
 
     def _build_kb(self, name: str, folder: Path) -> None:
-        from lm_eval_kinject.chunking import ChunkConfig
         from lm_eval_kinject.corpus import read_sources
-        from lm_eval_kinject.index.dense import DenseConfig
         from lm_eval_kinject.kb import KBConfig, build_kb
 
         spec = self.config.knowledge_bases[name]
-        o = spec.options
-        chunk = ChunkConfig(**{k: v for k, v in {"chunk_tokens": o.get("chunk_tokens"), "overlap_tokens": o.get("overlap"),
-                                                 "tokenizer": o.get("tokenizer")}.items() if v is not None})
-        dense = DenseConfig(**{k: v for k, v in {"embedder": o.get("embedder"), "exact_below": o.get("exact_below"),
-                                                 "seed": o.get("seed")}.items() if v is not None})
         logger.info("grid: building knowledge base %s -> %s", name, folder)
-        build_kb(read_sources(spec.sources), folder, KBConfig(chunk=chunk, dense=dense), sources=list(spec.sources),
+        build_kb(read_sources(spec.sources), folder, KBConfig.from_options(**spec.options), sources=list(spec.sources),
                  overwrite=True)
 
     def checkpoint(self, checkpoint: Checkpoint) -> Path:
