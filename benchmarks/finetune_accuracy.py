@@ -26,6 +26,8 @@ FT_ARMS = {
     "ft-reg-lr1e-4": ("full", 0, 5.0, 1e-4), "ft-par5-lr1e-4": ("full", 5, 1.0, 1e-4),
     # the token budgets of the reference run (FT-reg 74k, FT-par 86k tokens)
     "ft-reg-74k": ("full", 0, 7.0, None), "ft-par5-86k": ("full", 5, 1.65, None),
+    # ... and its mean learning rate: the reference loop ran a constant 5e-5; warm-up + cosine from 1e-4 averages ~5e-5
+    "ft-reg-74k-lr1e-4": ("full", 0, 7.0, 1e-4), "ft-par5-86k-lr1e-4": ("full", 5, 1.65, 1e-4),
 }
 DEFAULT_ARMS = ["base", "base+rag", "ft-reg", "ft-par5", "ft-reg+rag", "ft-par5+rag", "lora-reg", "lora-par5",
                 "ft-par1", "ft-par2", "lora-reg+rag", "lora-par5+rag"]

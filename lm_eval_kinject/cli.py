@@ -10,6 +10,7 @@ import click
 from lm_eval_kinject import __version__
 from lm_eval_kinject.errors import KinjectError
 from lm_eval_kinject.finetune.config import FinetuneConfig
+from lm_eval_kinject.generate import cli as _generate_cli
 
 
 def run_lm_eval(argv: list[str]) -> int:
@@ -355,10 +356,6 @@ def demo(work, quick, events, n_paraphrases, method, retriever, k, limit, seed) 
     click.echo(f"\nWritten: {work / 'demo.json'}, {work / 'demo.md'}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command("grid")
 @click.argument("config_file", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (created; reused on re-runs).")
@@ -424,3 +421,9 @@ def report_(run, out, seed, expect, tolerance, write_expectations) -> None:
             click.echo(f"{len(problems)} number(s) differ from {expect}:\n  " + "\n  ".join(problems), err=True)
             sys.exit(1)
         click.echo(f"key numbers match {expect}")
+
+
+_generate_cli.register(main)  # kinject paraphrase / questions / current-events
+
+if __name__ == "__main__":
+    main()

@@ -189,50 +189,20 @@ def read_hf_dataset(name: str, split: str = "train", fields: JsonlFields = Jsonl
                        row[fields.text], f"hf:{name}/{split}/{i}")
 
 
-MEDIAWIKI_API = "https://en.wikipedia.org/w/api.php"
+def read_mediawiki(titles: list[str] | None = None, category: str | None = None, api: str | None = None,
+                   timeout_s: float = 10.0, as_of: str | None = None) -> Iterator[Document]:
+    """Pages (a title list and/or a category's articles) via the MediaWiki API, as plain text.
 
-
-def read_mediawiki(titles: list[str] | None = None, category: str | None = None, api: str = MEDIAWIKI_API,
-                   timeout_s: float = 10.0) -> Iterator[Document]:
-    """Plain-text extracts of pages (a title list or a category's members) via the MediaWiki API.
-
-    Online only: an unreachable endpoint fails fast with a clear error.
+    Online only: an unreachable endpoint fails fast with a clear error. See :mod:`lm_eval_kinject.mediawiki`.
     """
-    import requests
+    from lm_eval_kinject.mediawiki import MEDIAWIKI_API, MediaWiki
 
-    session = requests.Session()
-    session.headers["User-Agent"] = "lm-eval-kinject (knowledge-injection research)"
-
-    def call(params: dict) -> dict:
-        try:
-            response = session.get(api, params={**params, "format": "json", "formatversion": 2}, timeout=timeout_s)
-            response.raise_for_status()
-            return response.json()
-        except requests.RequestException as exc:
-            raise DataError(f"cannot reach the MediaWiki API at {api} ({type(exc).__name__}); "
-                            "this source needs network access — use a Wikipedia dump or a JSONL corpus offline") from None
-
+    wiki = MediaWiki(api or MEDIAWIKI_API, timeout_s)
+    titles = list(titles or [])
     if category:
-        titles = list(titles or [])
-        params = {"action": "query", "list": "categorymembers", "cmtitle": f"Category:{category}",
-                  "cmlimit": 500, "cmnamespace": 0}
-        while True:
-            data = call(params)
-            titles += [m["title"] for m in data.get("query", {}).get("categorymembers", [])]
-            if "continue" not in data:
-                break
-            params.update(data["continue"])
-    for start in range(0, len(titles or []), 20):
-        batch = titles[start:start + 20]
-        data = call({"action": "query", "prop": "extracts|revisions", "explaintext": 1, "rvprop": "ids",
-                     "titles": "|".join(batch)})
-        for page in data.get("query", {}).get("pages", []):
-            if "missing" in page:
-                logger.warning("MediaWiki: no page titled %r", page.get("title"))
-                continue
-            revision = (page.get("revisions") or [{}])[0].get("revid")
-            yield Document(f"wiki:{page['pageid']}", page["title"], page.get("extract", ""),
-                           f"{api}?curid={page['pageid']}&oldid={revision}")
+        titles += [t for t in wiki.category_members(category) if t not in titles]
+    for page in wiki.pages(titles, as_of=as_of):
+        yield Document(f"wiki:{page.pageid}", page.title, page.text, page.url)
 
 
 def read_source(source: str | Path, fields: JsonlFields = JsonlFields()) -> Iterator[Document]:

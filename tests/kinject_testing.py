@@ -53,3 +53,96 @@ def prefix_cache_off(lm):
         yield lm
     finally:
         lm.prefix_cache = before
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a thread; ``respond(method, path, query, body) -> (status, json, headers)``.
+
+    The true system edges of the generation pipeline (an LLM endpoint, the MediaWiki API) are served by
+    these in the tests; every request is recorded in ``requests``.
+    """
+
+    def __init__(self, respond) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self, method: str) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null") if length else None
+                server.requests.append({"method": method, "path": url.path, "query": query, "body": body,
+                                        "headers": {k.lower(): v for k, v in self.headers.items()}})
+                status, payload, headers = respond(method, url.path, query, body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self):  # noqa: N802
+                self._handle("POST")
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def chat_completion(text: str, tokens: int = 7) -> dict:
+    """A chat-completions response body as OpenAI-compatible servers send it."""
+    return {"id": "cmpl-test", "object": "chat.completion", "created": 0, "model": "test",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens}}
+
+
+def mediawiki_api(pages: dict[str, list[tuple[int, str, str]]], categories: dict[str, list[str]], ids: dict[str, int]):
+    """A ``respond`` function shaped like MediaWiki's api.php (formatversion 2).
+
+    pages: title -> revisions [(revid, ISO timestamp, wikitext)], oldest first; categories: name ->
+    titles (served one per response, to exercise continuation); ids: title -> pageid.
+    """
+    def respond(method, path, query, body):
+        if query.get("list") == "categorymembers":
+            members = categories.get(query["cmtitle"].removeprefix("Category:"), [])
+            at = int(query.get("cmcontinue", 0))
+            payload = {"batchcomplete": True, "query": {"categorymembers": [{"ns": 0, "title": t}
+                                                                             for t in members[at:at + 1]]}}
+            if at + 1 < len(members):
+                payload["continue"] = {"cmcontinue": str(at + 1), "continue": "-||"}
+            return 200, payload, {}
+        out = []
+        for title in query["titles"].split("|"):
+            revisions = pages.get(title)
+            if revisions is None:
+                out.append({"ns": 0, "title": title, "missing": True})
+                continue
+            if "rvstart" in query:
+                revisions = [r for r in revisions if r[1] <= query["rvstart"]]
+            revid, stamp, text = revisions[-1]
+            out.append({"pageid": ids[title], "ns": 0, "title": title, "revisions": [
+                {"revid": revid, "timestamp": stamp, "slots": {"main": {"contentmodel": "wikitext", "content": text}}}]})
+        return 200, {"batchcomplete": True, "query": {"pages": out}}, {}
+
+    return respond

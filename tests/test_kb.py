@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
-from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, SHARED_DATA, run_cli
+from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, SHARED_DATA, LoopbackServer, mediawiki_api, run_cli
 
 from lm_eval_kinject.chunking import ChunkConfig, chunk_documents, split_sentences
 from lm_eval_kinject.corpus import Document, read_mediawiki, read_source, read_wikipedia_dump
@@ -256,45 +256,22 @@ def test_kb_cli_build_search_eval_info(tmp_path, ce_kb):
 
 def test_mediawiki_category_and_titles_through_a_local_api_server():
     """A MediaWiki-API-shaped server on loopback (the true system edge) serving fixture pages."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from urllib.parse import parse_qs, urlparse
-
-    pages = {"Kelvar Island": (11, "Kelvar Island has 12 lakes."), "Vell": (12, "Vell is a harbour town.")}
-
-    class Api(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
-            if query.get("list") == "categorymembers":
-                if "cmcontinue" in query:
-                    body = {"query": {"categorymembers": [{"title": "Vell"}]}}
-                else:
-                    body = {"query": {"categorymembers": [{"title": "Kelvar Island"}]}, "continue": {"cmcontinue": "2"}}
-            else:
-                body = {"query": {"pages": [
-                    {"pageid": pages[t][0], "title": t, "extract": pages[t][1], "revisions": [{"revid": 7}]}
-                    if t in pages else {"title": t, "missing": True} for t in query["titles"].split("|")]}}
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        api = f"http://127.0.0.1:{server.server_port}/w/api.php"
+    pages = {"Kelvar Island": [(7, "2023-09-01T00:00:00Z", "'''Kelvar Island''' has 12 lakes.<ref>x</ref>\n"
+                                                              "== References ==\n* a source")],
+             "Vell": [(8, "2023-08-01T00:00:00Z", "Vell was a village."),
+                      (9, "2023-12-01T00:00:00Z", "Vell is a [[harbour|harbour town]].")]}
+    ids = {"Kelvar Island": 11, "Vell": 12}
+    with LoopbackServer(mediawiki_api(pages, {"Fictional places": ["Kelvar Island", "Vell"]}, ids)) as server:
+        api = f"{server.url}/w/api.php"
         docs = list(read_mediawiki(category="Fictional places", api=api, timeout_s=5))
         assert [(d.doc_id, d.title, d.text) for d in docs] == [
             ("wiki:11", "Kelvar Island", "Kelvar Island has 12 lakes."), ("wiki:12", "Vell", "Vell is a harbour town.")]
         assert docs[0].source.endswith("curid=11&oldid=7")
         assert [d.title for d in read_mediawiki(["Vell", "Nowhere"], api=api, timeout_s=5)] == ["Vell"]
-    finally:
-        server.shutdown()
+        # pinned to a date: the revision current then
+        assert [d.text for d in read_mediawiki(["Vell"], api=api, as_of="2023-10-01T00:00:00Z")] == ["Vell was a village."]
+        category_calls = [r for r in server.requests if r["query"].get("list") == "categorymembers"]
+        assert len(category_calls) == 2 and category_calls[1]["query"]["cmcontinue"] == "1"
 
 
 def test_hugging_face_dataset_source_from_a_local_folder(tmp_path):
