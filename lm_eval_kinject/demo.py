@@ -178,12 +178,13 @@ def _model(name: str, config: DemoConfig, work: Path):
 
 def _evaluate(arm: str, config: DemoConfig, kb, world: str, work: Path) -> dict:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+
+    from lm_eval_kinject.registration import task_manager
 
     name, rag = arm.removesuffix("+rag"), arm.endswith("+rag")
     lm = _model(name, config, work)
     lm.set_retrieval(kb if rag else None, k=config.k, retriever=config.retriever)
-    manager = TaskManager(metadata={"fictional_dir": world})
+    manager = task_manager({"fictional_dir": world})
     out = simple_evaluate(model=lm, tasks=[TASK], task_manager=manager, limit=config.limit, random_seed=config.seed,
                           numpy_random_seed=config.seed, torch_random_seed=config.seed, fewshot_random_seed=config.seed)
     metrics = out["results"][TASK]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from importlib import resources
 from pathlib import Path
 
 MODEL_NAME = "kinject-rag"
 MODEL_TARGET = "lm_eval_kinject.rag_lm:KinjectRAGLM"
 
-__all__ = ["MODEL_NAME", "task_dirs", "register_model", "add_task_dirs_to", "ensure_registered"]
+__all__ = ["MODEL_NAME", "task_dirs", "register_model", "add_task_dirs_to", "ensure_registered", "task_manager"]
 
 
 def task_dirs() -> list[Path]:
@@ -95,3 +96,16 @@ def ensure_registered() -> None:
 
     register_model()
     add_task_dirs_to(TaskManager)
+
+
+@functools.lru_cache(maxsize=None)
+def _task_manager(metadata_json: str):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(metadata=json.loads(metadata_json))
+
+
+def task_manager(metadata: dict | None = None):
+    """lm-eval's ``TaskManager`` for ``metadata``, one per process: building one indexes every task YAML
+    of lm-eval (5-10 s), and it is only read afterwards, so grids and demos that evaluate many cells share it."""
+    return _task_manager(json.dumps(metadata or {}, sort_keys=True, default=str))

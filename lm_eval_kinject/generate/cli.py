@@ -15,7 +15,9 @@ _LLM_HELP = ("The LLM: openai:MODEL (key in $OPENAI_API_KEY), openai-compatible:
              "hf:smollm2-135m).")
 
 
-def _llm_options(command):
+def _llm_options(command=None, limit: bool = True):
+    if command is None:
+        return lambda command: _llm_options(command, limit)
     for decorator in reversed([
         click.option("--llm", "llm_spec", required=True, help=_LLM_HELP),
         click.option("--concurrency", default=4, show_default=True, help="Requests in flight (HTTP backends)."),
@@ -26,7 +28,7 @@ def _llm_options(command):
                      help="Response cache (SQLite) [default: the kinject cache folder]."),
         click.option("--no-cache", is_flag=True, help="Do not read or write the response cache."),
         click.option("--seed", default=0, show_default=True, help="Seed of every request's sampling seed."),
-        click.option("--limit", type=int, help="Only the first N chunks."),
+        *([click.option("--limit", type=int, help="Only the first N chunks.")] if limit else []),
     ]):
         command = decorator(command)
     return command
@@ -183,10 +185,10 @@ def register(main: click.Group) -> None:
     @click.option("--paraphrases", "n_paraphrases", default=10, show_default=True, help="Paraphrases per chunk.")
     @click.option("--chunk-tokens", type=int, help="Chunk size in tokens [default: the KB builder's].")
     @_question_options
-    @_llm_options
+    @_llm_options(limit=False)
     def current_events_build(start, end, categories, titles_file, api, as_of, limit_pages, out, n_paraphrases,
                              chunk_tokens, per_chunk, keep, q_retries, dedup, check_model, filter_answerable, id_prefix,
-                             q_max_tokens, llm_spec, concurrency, max_retries, timeout_s, cache, no_cache, seed, limit):
+                             q_max_tokens, llm_spec, concurrency, max_retries, timeout_s, cache, no_cache, seed):
         """MediaWiki pages -> chunks -> questions -> paraphrases, in the current_events task's format."""
         from lm_eval_kinject.errors import ConfigError
         from lm_eval_kinject.generate.current_events import WikiSource, build_current_events
@@ -196,8 +198,6 @@ def register(main: click.Group) -> None:
             if titles_file else ()
         if not (start or end or categories or titles):
             raise ConfigError("name the pages: --from/--to (a month range), --category, or --titles")
-        if limit is not None:
-            raise ConfigError("--limit counts chunks; for a build use --limit-pages")
         manifest = build_current_events(
             out, WikiSource(start, end, tuple(categories), titles, api, as_of),
             _options(llm_spec, concurrency, max_retries, timeout_s, cache, no_cache),

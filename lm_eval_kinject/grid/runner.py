@@ -47,11 +47,10 @@ def cell_status(folder: Path) -> str | None:
 
 def check_tasks(config: GridConfig) -> None:
     """Every task the grid names exists in lm-eval (with this package's tasks registered)."""
-    from lm_eval.tasks import TaskManager
-
     from lm_eval_kinject.errors import ConfigError, did_you_mean
+    from lm_eval_kinject.registration import task_manager
 
-    known = set(TaskManager(metadata=config.task_metadata).all_tasks)
+    known = set(task_manager(config.task_metadata).all_tasks)
     problems = [f"experiments.{e.name}: unknown task {t!r}{did_you_mean(t, known)}"
                 for e in config.experiments.values() for t in (*e.tasks, *e.control_tasks) if t not in known]
     if problems:
@@ -137,7 +136,8 @@ class _Resources:
 
 def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[dict, list[dict]]:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+
+    from lm_eval_kinject.registration import task_manager
 
     lm = resources.model(cell)
     retrieval = dict(cell.retrieval)
@@ -146,7 +146,7 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     cache_before = Counter(lm.prefix_cache_stats)
     seed = config.seed
     out = simple_evaluate(model=lm, tasks=[cell.task], limit=cell.limit, log_samples=True, bootstrap_iters=0,
-                          task_manager=TaskManager(metadata=config.task_metadata), random_seed=seed,
+                          task_manager=task_manager(config.task_metadata), random_seed=seed,
                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     if cell.task not in out["results"]:
         raise RuntimeError(f"lm-eval returned no results for {cell.task!r} (a group? name one task)")
