@@ -20,7 +20,7 @@ from lm_eval_kinject.records import read_jsonl
 logger = logging.getLogger(__name__)
 
 __all__ = ["Document", "JsonlFields", "read_source", "read_jsonl_corpus", "read_folder", "read_wikipedia_dump",
-           "read_hf_dataset", "read_mediawiki", "TEXT_SUFFIXES"]
+           "read_hf_dataset", "read_mediawiki", "wikitext_to_text", "TEXT_SUFFIXES"]
 
 TEXT_SUFFIXES = (".txt", ".md", ".html", ".htm")
 
@@ -122,7 +122,8 @@ def read_folder(folder: Path) -> Iterator[Document]:
         yield read_text_document(path, folder)
 
 
-def _wikitext_to_text(wikitext: str) -> str:
+def wikitext_to_text(wikitext: str) -> str:
+    """Plain text of wikitext (dumps and the MediaWiki API): templates, refs and tables dropped, markup stripped."""
     import mwparserfromhell
 
     code = mwparserfromhell.parse(wikitext)
@@ -166,7 +167,7 @@ def read_wikipedia_dump(path: Path, titles: set[str] | None = None, category: st
                 keep = keep and (category_re is None or bool(category_re.search(wikitext)))
                 if keep:
                     page_id = fields["id"].text if "id" in fields else title
-                    yield Document(f"wiki:{page_id}", title, _wikitext_to_text(wikitext), f"{path}#{title}")
+                    yield Document(f"wiki:{page_id}", title, wikitext_to_text(wikitext), f"{path}#{title}")
                 elem.clear()
         except ET.ParseError as exc:
             raise DataError(f"{path}: not a MediaWiki XML dump ({exc})") from None

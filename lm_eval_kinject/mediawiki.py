@@ -100,7 +100,7 @@ class MediaWiki:
 
     def pages(self, titles: list[str], as_of: str | None = None) -> Iterator[Page]:
         """The pages named ``titles`` (redirects followed), at their latest revision or the one current at ``as_of``."""
-        from lm_eval_kinject.corpus import _wikitext_to_text
+        from lm_eval_kinject.corpus import wikitext_to_text
 
         base = {"action": "query", "prop": "revisions", "rvprop": "ids|timestamp|content", "rvslots": "main",
                 "redirects": 1}
@@ -121,6 +121,6 @@ class MediaWiki:
                 revision = revisions[0]
                 wikitext = revision.get("slots", {}).get("main", {}).get("content", revision.get("content", ""))
                 cut = _TAIL_SECTIONS.search(wikitext)
-                text = _wikitext_to_text(wikitext[:cut.start()] if cut else wikitext)
+                text = wikitext_to_text(wikitext[:cut.start()] if cut else wikitext)
                 yield Page(page["pageid"], page["title"], revision["revid"], revision.get("timestamp", ""), text,
                            f"{self.api}?curid={page['pageid']}&oldid={revision['revid']}")

@@ -311,6 +311,9 @@ def test_current_events_build_from_a_mediawiki_server(tmp_path):
     assert "cite" not in (out / "chunks.jsonl").read_text() and "References" not in (out / "chunks.jsonl").read_text()
     assert manifest["counts"]["questions"] >= 2 and manifest["counts"]["paraphrases"] >= 2
     assert len(load_current_events(current_events_dir=str(out))["test"]) == manifest["counts"]["questions"]
+    result = run_cli(["kinject", "current-events", "build", "--from", "2023-08", "--llm", "hf:smollm2-135m",
+                      "--out", str(tmp_path / "y")])
+    assert result.returncode == 1 and "give both --from and --to" in result.stderr
     # offline (nothing listening): fails fast and says what it needs
     result = run_cli(["kinject", "current-events", "build", "--from", "2023-08", "--to", "2023-08", "--api",
                       "http://127.0.0.1:9/w/api.php", "--llm", "hf:smollm2-135m", "--out", str(tmp_path / "x")])

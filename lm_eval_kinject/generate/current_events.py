@@ -36,9 +36,9 @@ class WikiSource:
     def category_names(self) -> list[str]:
         from lm_eval_kinject.mediawiki import month_categories
 
-        months = month_categories(self.start, self.end, self.category_template) if self.start or self.end else []
         if (self.start is None) != (self.end is None):
             raise DataError("give both --from and --to (a month range), or neither")
+        months = month_categories(self.start, self.end, self.category_template) if self.start else []
         return months + [c for c in self.categories if c not in months]
 
 
