@@ -135,10 +135,15 @@ def _int_list(ctx, param, value: str) -> list[int]:
 @click.option("--hf-split", default="train", show_default=True)
 @click.option("--mediawiki", is_flag=True, help="Fetch --titles/--category through the MediaWiki API (online).")
 @click.option("--exact-below", default=20_000, show_default=True, help="Exact dense search below this many chunks.")
+@click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree.")
+@click.option("--hnsw-ef-construction", default=200, show_default=True, help="HNSW build beam.")
+@click.option("--hnsw-ef-search", default=64, show_default=True,
+              help="HNSW search beam stored as the KB's default (recall vs speed: see the README).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the HNSW graph construction.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing KB at --out.")
 def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field, title_field, text_field,
-             wikipedia_dump, titles, category, hf_dataset, hf_split, mediawiki, exact_below, seed, overwrite) -> None:
+             wikipedia_dump, titles, category, hf_dataset, hf_split, mediawiki, exact_below, hnsw_m,
+             hnsw_ef_construction, hnsw_ef_search, seed, overwrite) -> None:
     """Build a knowledge base from JSONL files, folders, a Wikipedia dump, a HF dataset or MediaWiki."""
     from itertools import chain
 
@@ -161,12 +166,16 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
     if not names:
         raise ConfigError("no sources: give JSONL files or folders, --wikipedia-dump, --hf-dataset or --mediawiki")
     config = KBConfig.from_options(chunk_tokens=chunk_tokens, overlap=overlap, tokenizer=tokenizer, embedder=embedder,
-                                   exact_below=exact_below, seed=seed)
+                                   exact_below=exact_below, seed=seed, hnsw_m=hnsw_m,
+                                   hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search)
     built = build_kb(chain(*streams), out, config, sources=names, overwrite=overwrite)
     counts = built.manifest["counts"]
     click.echo(f"{out}: {counts['chunks']} chunks from {counts['documents']} documents "
                f"({counts['empty_skipped']} empty skipped, {counts['duplicate_documents']} duplicate documents, "
                f"{counts['duplicate_chunks']} duplicate chunks dropped) in {built.manifest['build_seconds']} s")
+
+
+EF_SEARCH_HELP = "HNSW search beam for this run instead of the KB's (KBs of --exact-below chunks or more)."
 
 
 @kb.command("search")
@@ -175,13 +184,14 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
 @click.option("-k", default=5, show_default=True, help="Number of chunks.")
 @click.option("--retriever", default="hybrid", show_default=True, type=click.Choice(["bm25", "dense", "hybrid"]))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
-def kb_search(kb_path, query, k, retriever, as_json) -> None:
+@click.option("--ef-search", type=click.IntRange(min=1), help=EF_SEARCH_HELP)
+def kb_search(kb_path, query, k, retriever, as_json, ef_search) -> None:
     """Print the top-k chunks for QUERY."""
     import json
 
     from lm_eval_kinject.kb import KnowledgeBase
 
-    base = KnowledgeBase.load(kb_path)
+    base = KnowledgeBase.load(kb_path, ef_search=ef_search)
     hits = base.search(query, k=k, retriever=retriever)
     for rank, (chunk_id, score) in enumerate(zip(hits.ids[0], hits.scores[0]), start=1):
         chunk = base.chunk(chunk_id)
@@ -199,12 +209,13 @@ def kb_search(kb_path, query, k, retriever, as_json) -> None:
 @click.option("--retriever", "retrievers", default="bm25,dense,hybrid", show_default=True,
               help="Comma-separated retrievers to compare.")
 @click.option("--with-options", is_flag=True, help="Append the answer options to each query.")
-def kb_eval(kb_path, questions, ks, retrievers, with_options) -> None:
+@click.option("--ef-search", type=click.IntRange(min=1), help=EF_SEARCH_HELP)
+def kb_eval(kb_path, questions, ks, retrievers, with_options, ef_search) -> None:
     """Recall@k and MRR of the gold chunk_id of each question in QUESTIONS (questions.jsonl)."""
     from lm_eval_kinject.kb import KnowledgeBase
     from lm_eval_kinject.retrieval_eval import evaluate_retrieval, format_table
 
-    base = KnowledgeBase.load(kb_path)
+    base = KnowledgeBase.load(kb_path, ef_search=ef_search)
     rows = evaluate_retrieval(base, questions, ks, [r.strip() for r in retrievers.split(",")], with_options)
     click.echo(format_table(rows, ks))
 

@@ -13,14 +13,14 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from lm_eval_kinject import __version__
 from lm_eval_kinject.artifacts import atomic_dir, library_versions
-from lm_eval_kinject.chunking import Chunk, ChunkConfig, ChunkStats, chunk_documents
+from lm_eval_kinject.chunking import Chunk, ChunkConfig, chunk_documents
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
 from lm_eval_kinject.index.bm25 import BM25Config, build_bm25, load_bm25, save_bm25
@@ -48,13 +48,15 @@ class KBConfig:
 
     @classmethod
     def from_options(cls, chunk_tokens=None, overlap=None, tokenizer=None, embedder=None, exact_below=None,
-                     seed=None) -> KBConfig:
+                     seed=None, hnsw_m=None, hnsw_ef_construction=None, hnsw_ef_search=None) -> KBConfig:
         """The settings ``kinject kb build`` and grid configs name (None: the default)."""
         def given(**values):
             return {k: v for k, v in values.items() if v is not None}
 
         return cls(chunk=ChunkConfig(**given(chunk_tokens=chunk_tokens, overlap_tokens=overlap, tokenizer=tokenizer)),
-                   dense=DenseConfig(**given(embedder=embedder, exact_below=exact_below, seed=seed)))
+                   dense=DenseConfig(**given(embedder=embedder, exact_below=exact_below, seed=seed, hnsw_m=hnsw_m,
+                                             hnsw_ef_construction=hnsw_ef_construction,
+                                             hnsw_ef_search=hnsw_ef_search)))
 
 
 def is_kb(path: Path) -> bool:
@@ -151,12 +153,14 @@ class KnowledgeBase:
 
     @classmethod
     def load(cls, path: Path, embedder=None, embedder_name: str | None = None,
-             tokenizer: str | None = None) -> KnowledgeBase:
+             tokenizer: str | None = None, ef_search: int | None = None) -> KnowledgeBase:
         """Open the KB folder ``path``.
 
         Args:
             embedder: an already loaded SentenceTransformer to reuse for queries.
             embedder_name / tokenizer: what the caller expects; a mismatch with the manifest is an error.
+            ef_search: the HNSW search beam for this session instead of the manifest's (more: higher
+                recall, fewer queries/s; the index is unchanged).
 
         Raises:
             KinjectError: not a KB, half-written, from a newer format, or built with another embedder/tokenizer.
@@ -174,7 +178,10 @@ class KnowledgeBase:
         if len(chunks) != manifest["counts"]["chunks"]:
             raise KinjectError(f"{path}: chunks.jsonl has {len(chunks)} chunks, the manifest says "
                                f"{manifest['counts']['chunks']}; the KB is damaged, rebuild it")
-        return cls(path, manifest, chunks, embedder)
+        base = cls(path, manifest, chunks, embedder)
+        if ef_search is not None:
+            base.dense_config = replace(base.dense_config, hnsw_ef_search=ef_search)  # validated there
+        return base
 
     def __len__(self) -> int:
         return len(self.chunks)

@@ -23,6 +23,16 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 900) -> sub
                           env=full_env, timeout=timeout, cwd=REPO.parent)
 
 
+def invoke_kinject(args: list[str]):
+    """``kinject ARGS`` in this process (click's runner): for the quick re-runs and refusals that need no fresh
+    interpreter — each subprocess pays ~10 s of torch/transformers imports."""
+    from click.testing import CliRunner
+
+    from lm_eval_kinject.cli import main
+
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
 def read_results(output_path: Path) -> dict:
     """The results JSON lm_eval wrote under ``--output_path`` (it adds model and timestamp folders)."""
     found = sorted(output_path.rglob("results_*.json"))

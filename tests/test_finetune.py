@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kinject_testing import CURRENT_EVENTS_DIR, read_samples, run_cli
+from kinject_testing import CURRENT_EVENTS_DIR, invoke_kinject, read_samples, run_cli
 
 from lm_eval_kinject.errors import ConfigError, DataError
 
@@ -216,10 +216,10 @@ def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, t
     after = _mean_nll(out, texts)
     assert after < before - 0.1, (before, after)  # it learned the KB text
 
-    again = run_cli(args)  # the same finished run: nothing to do
-    assert again.returncode == 0 and "already trained with these settings" in again.stdout
-    other = run_cli([*args[:-1], "--max-steps", "7"])
-    assert other.returncode == 1 and "finished fine-tuning run with other settings" in other.stderr
+    again = invoke_kinject(args[1:])  # the same finished run: nothing to do
+    assert again.exit_code == 0 and "already trained with these settings" in again.stdout
+    other = invoke_kinject([*args[1:-1], "--max-steps", "7"])
+    assert other.exit_code == 1 and "finished fine-tuning run with other settings" in other.stderr
     assert "max_steps=6 there vs 7 now" in other.stderr
 
     evaluation = run_cli(["lm_eval", "--model", "hf", "--model_args", f"pretrained={out}", "--tasks",
@@ -231,7 +231,7 @@ def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, t
 
 def test_lora_adapter_loads_with_peft_and_equals_the_merged_model(tiny_kb, tmp_path, embedded_dir):
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+    from lm_eval_kinject.registration import task_manager
 
     from lm_eval_kinject.finetune import finetune
 
@@ -240,7 +240,7 @@ def test_lora_adapter_loads_with_peft_and_equals_the_merged_model(tiny_kb, tmp_p
     assert (out / "model.safetensors").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
     assert result.metadata["data"]["validation_texts"] == 6
     assert result.metadata["training"]["validation"], "held-out paraphrases give a validation loss"
-    manager = TaskManager(metadata={"current_events_dir": str(CURRENT_EVENTS_DIR)})
+    manager = task_manager({"current_events_dir": str(CURRENT_EVENTS_DIR)})
 
     def loglikelihoods(model_args: str) -> list[float]:
         got = simple_evaluate(model="hf", model_args=model_args, tasks=["current_events_cloze"], limit=3,

@@ -101,6 +101,13 @@ def test_hnsw_agrees_with_exact_search(ce_kb):
     np.testing.assert_allclose(approx_scores[:, 0], exact_scores[:, 0], atol=1e-4)
 
 
+def test_hnsw_index_is_the_same_on_every_build(ce_kb, tmp_path):
+    """Seeded and inserted by one thread: hnswlib's parallel insertion gives another graph each time."""
+    for name in ("a.bin", "b.bin"):
+        build_hnsw(ce_kb.embeddings, DenseConfig()).save_index(str(tmp_path / name))
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+
+
 def _docs_folder(root):
     root.mkdir()
     (root / "otters.txt").write_text("Sea otters use stones to crack shellfish. They live in kelp forests.\n")
@@ -121,6 +128,11 @@ def test_folder_kb_with_hnsw_saved_and_loaded(tmp_path):
     assert "x()" not in kb.chunk("page.html").text and "p{}" not in kb.chunk("page.html").text
     hits = KnowledgeBase.load(tmp_path / "kb").search("Which volcano erupted in 1821?", k=1, retriever="dense")
     assert hits.ids[0][0] == "volcano.md"
+    wider = KnowledgeBase.load(tmp_path / "kb", ef_search=256)  # a session's search beam; the index is unchanged
+    assert wider.dense_config.hnsw_ef_search == 256 and wider.manifest["dense"]["hnsw_ef_search"] == 64
+    assert wider.search("Which volcano erupted in 1821?", k=1, retriever="dense").ids[0][0] == "volcano.md"
+    with pytest.raises(ConfigError, match="hnsw_ef_search=0: expected a positive integer"):
+        KnowledgeBase.load(tmp_path / "kb", ef_search=0)
 
 
 def _embedder_tokenizer():
@@ -236,9 +248,16 @@ def test_failed_rebuild_leaves_the_old_kb_intact(tmp_path):
 def test_kb_cli_build_search_eval_info(tmp_path, ce_kb):
     source = _docs_folder(tmp_path / "docs")
     out = run_cli(["kinject", "kb", "build", str(source), "--out", str(tmp_path / "kb"), "--chunk-tokens", "128",
-                   "--overlap", "16"])
+                   "--overlap", "16", "--exact-below", "1", "--hnsw-m", "8", "--hnsw-ef-search", "40"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "3 chunks from 4 documents (1 empty skipped" in out.stdout
+    dense = json.loads((tmp_path / "kb" / "manifest.json").read_text())["dense"]
+    assert (dense["hnsw_m"], dense["hnsw_ef_construction"], dense["hnsw_ef_search"]) == (8, 200, 40)
+    out = run_cli(["kinject", "kb", "search", str(tmp_path / "kb"), "Which volcano erupted in 1821?", "-k", "1",
+                   "--retriever", "dense", "--ef-search", "100", "--json"])
+    assert out.returncode == 0 and json.loads(out.stdout)["chunk_id"] == "volcano.md", out.stderr[-2000:]
+    out = run_cli(["kinject", "kb", "search", str(tmp_path / "kb"), "volcano", "--ef-search", "0"])
+    assert out.returncode == 2 and "--ef-search" in out.stderr
     out = run_cli(["kinject", "kb", "search", str(ce_kb.path), "Which hurricane hit Acapulco?", "-k", "2",
                    "--retriever", "hybrid", "--json"])
     assert out.returncode == 0, out.stderr[-2000:]

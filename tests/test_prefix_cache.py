@@ -90,11 +90,11 @@ def test_peft_adapter_scores_through_the_cache(kinject_lm):
 
 def test_rag_prompts_score_the_same_through_the_cache(rag_lm):
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+    from lm_eval_kinject.registration import task_manager
 
     def run():
         out = simple_evaluate(model=rag_lm, tasks=["current_events_cloze"], limit=6, log_samples=True, bootstrap_iters=0,
-                              task_manager=TaskManager(metadata={"current_events_dir": str(CURRENT_EVENTS_DIR)}))
+                              task_manager=task_manager({"current_events_dir": str(CURRENT_EVENTS_DIR)}))
         return [[r[0][0] for r in s["resps"]] for s in out["samples"]["current_events_cloze"]]
 
     cached = run()

@@ -13,10 +13,10 @@ METADATA = {"mmlu_dir": str(MMLU_DIR), "current_events_dir": str(CURRENT_EVENTS_
 
 def _per_sample(lm, limit=6):
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+    from lm_eval_kinject.registration import task_manager
 
     out = simple_evaluate(model=lm, tasks=TASKS, limit=limit, log_samples=True,
-                          task_manager=TaskManager(metadata=METADATA), bootstrap_iters=0)
+                          task_manager=task_manager(METADATA), bootstrap_iters=0)
     return {task: [(s["doc_id"], s["arguments"], s["resps"]) for s in samples]
             for task, samples in out["samples"].items()}
 

@@ -19,9 +19,9 @@ GROUPS = ["kinject_mmlu", "kinject_mmlu_5shot", "kinject_mmlu_cloze", "kinject_m
 
 @pytest.fixture(scope="module")
 def loaded():
-    from lm_eval.tasks import TaskManager
+    from lm_eval_kinject.registration import task_manager
 
-    return TaskManager(metadata=METADATA).load(GROUPS + ["current_events", "current_events_cloze"])
+    return task_manager(METADATA).load(GROUPS + ["current_events", "current_events_cloze"])
 
 
 def test_generated_task_files_are_up_to_date():

@@ -34,7 +34,8 @@ TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retri
             "experiments")
 EXPERIMENT_KEYS = ("title", "tasks", "kb", "arms", "paraphrases", "n_paraphrases", "control_tasks", "finetune",
                    "retrieval", "limit")
-KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "seed")
+KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "hnsw_m",
+           "hnsw_ef_construction", "hnsw_ef_search", "seed")
 RETRIEVAL_KEYS = ("retriever", "k", "template")
 LM_EVAL_KEYS = ("batch_size", "limit", "device")
 # FinetuneConfig fields the grid sets itself, per checkpoint
