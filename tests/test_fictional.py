@@ -83,6 +83,7 @@ def test_cli_generate_and_the_default_world_task(tmp_path, embedded_dir):
 
 def _fictional_acc(lm, world, limit=None):
     from lm_eval import simple_evaluate
+
     from lm_eval_kinject.registration import task_manager
 
     out = simple_evaluate(model=lm, tasks=["kinject_fictional_cloze"], limit=limit,

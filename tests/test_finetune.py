@@ -231,9 +231,9 @@ def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, t
 
 def test_lora_adapter_loads_with_peft_and_equals_the_merged_model(tiny_kb, tmp_path, embedded_dir):
     from lm_eval import simple_evaluate
-    from lm_eval_kinject.registration import task_manager
 
     from lm_eval_kinject.finetune import finetune
+    from lm_eval_kinject.registration import task_manager
 
     result = finetune(_config(tiny_kb, tmp_path / "lora", method="lora", merge=True, max_steps=4, n_paraphrases=1))
     out = result.out

@@ -90,6 +90,7 @@ def test_peft_adapter_scores_through_the_cache(kinject_lm):
 
 def test_rag_prompts_score_the_same_through_the_cache(rag_lm):
     from lm_eval import simple_evaluate
+
     from lm_eval_kinject.registration import task_manager
 
     def run():

@@ -16,6 +16,7 @@ LIMIT = 10
 
 def _evaluate(lm, task="current_events_cloze", limit=LIMIT, **kwargs):
     from lm_eval import simple_evaluate
+
     from lm_eval_kinject.registration import task_manager
 
     return simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager(METADATA),

@@ -13,6 +13,7 @@ METADATA = {"mmlu_dir": str(MMLU_DIR), "current_events_dir": str(CURRENT_EVENTS_
 
 def _per_sample(lm, limit=6):
     from lm_eval import simple_evaluate
+
     from lm_eval_kinject.registration import task_manager
 
     out = simple_evaluate(model=lm, tasks=TASKS, limit=limit, log_samples=True,
