@@ -159,10 +159,10 @@ def bench_hnsw(shared: Path, minimum: int, ms: tuple[int, ...], efs: tuple[int, 
 def _one_at_a_time(vectors: np.ndarray, queries: np.ndarray, index, config) -> dict:
     """Queries/s with one query per call (``kinject kb search``, an interactive user): exact search is then
     a matrix-vector product that streams every vector from memory for each query."""
+    from lm_eval_kinject.index.dense import search_dense
+
     def each(**kwargs):
         return [search_dense(vectors, q[None], 10, **kwargs)[0][0] for q in queries]
-
-    from lm_eval_kinject.index.dense import search_dense
 
     exact_s, exact = _timed(each)
     approx_s, approx = _timed(lambda: each(hnsw=index, ef_search=config.hnsw_ef_search))
