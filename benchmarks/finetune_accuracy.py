@@ -87,8 +87,9 @@ def _model_args(arm: str, work: Path) -> dict:
     base = arm.split("+")[0]
     if base == "base":
         return {}
-    out = str(work / "ckpt" / base)
-    return {"pretrained": "smollm2-135m", "peft": out} if FT_ARMS[base][0] == "lora" else {"pretrained": out}
+    from lm_eval_kinject.arms import checkpoint_args
+
+    return checkpoint_args({"pretrained": "smollm2-135m"}, str(work / "ckpt" / base), FT_ARMS[base][0])
 
 
 def _evaluate(lm, tasks, manager) -> dict:

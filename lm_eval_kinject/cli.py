@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from lm_eval_kinject import __version__
+from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.errors import KinjectError
 from lm_eval_kinject.finetune.config import FinetuneConfig
 from lm_eval_kinject.generate import cli as _generate_cli
@@ -335,36 +336,61 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 
 
 @main.command("demo")
-@click.option("--work", default=Path("runs/demo"), show_default=True, type=click.Path(path_type=Path),
-              help="Folder of the demo's artefacts (reused on a re-run).")
-@click.option("--quick", is_flag=True,
-              help="A smaller version (12 events, smaller FT arms; about a third of the time).")
-@click.option("--events", type=int, help="Events in the world (default 30; --quick: 12).")
-@click.option("--n-paraphrases", "n_paraphrases", help="FT-par arm(s): paraphrases per chunk, comma-separated "
-              "(e.g. 0,1,2,5,10 for the paper's Figure 4 curve; default 4; --quick: 2).")
-@click.option("--method", type=click.Choice(["full", "lora"]), default="full", show_default=True)
-@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid"]), default="bm25", show_default=True)
-@click.option("-k", default=1, show_default=True, help="Chunks retrieved per question.")
-@click.option("--limit", type=int, help="Evaluate only the first N questions.")
-@click.option("--seed", default=0, show_default=True)
-def demo(work, quick, events, n_paraphrases, method, retriever, k, limit, seed) -> None:
-    """The paper's six arms (base, base+RAG, FT-reg, FT-par, FT-reg+RAG, FT-par+RAG) on a fictional world,
-    offline, on the embedded model and embedder. Prints the table; writes WORK/demo.json and WORK/demo.md."""
-    import dataclasses
+@click.option("--out", default=Path("runs/demo"), show_default=True, type=click.Path(path_type=Path),
+              help="Run folder: the world, demo.yaml (its grid config), the grid's cells and the report.")
+@click.option("--work", "work", type=click.Path(path_type=Path), hidden=True)  # the option's old name
+@click.option("--quick", is_flag=True, help="A smaller version (10 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG).")
+@click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 10).")
+@click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
+              "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
+@click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: all but ft and ft+rag.")
+@click.option("--method", type=click.Choice(["full", "lora"]), help="Fine-tuning method [default: full].")
+@click.option("--learning-rate", type=float, help="Peak learning rate of every FT arm [default: 5e-4].")
+@click.option("--epochs", type=float, help="Epochs of every FT arm [default: 4; --quick: 3].")
+@click.option("--fact-passes", type=float, help="Instead of --epochs: how often every fact is read in training, "
+              "whatever N (equal token budgets for FT-reg and FT-par).")
+@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid"]), help="[default: bm25]")
+@click.option("-k", type=click.IntRange(1), help="Chunks retrieved per question [default: 1].")
+@click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N (held-out) questions.")
+@click.option("--control-task", "control_tasks", multiple=True, help="Task that measures forgetting (repeatable; "
+              "default: MMLU anatomy cloze when $KINJECT_MMLU_DIR is set or the Hub is reachable).")
+@click.option("--no-control", is_flag=True, help="Measure no forgetting.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The world and every seed.")
+def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes, retriever, k, limit,
+         control_tasks, no_control, seed) -> None:
+    """The paper's comparison on a fictional world, offline, on the embedded model and embedder.
 
-    from lm_eval_kinject.demo import DemoConfig, format_table, run_demo
-    from lm_eval_kinject.fictional import FictionalConfig
+    Base, RAG, FT-reg, FT-par, FT-mix (documents + QA pairs of other facts) and the FT arms with RAG,
+    run as a grid (OUT/demo.yaml) and reported like one: OUT/report.md, report.json, Figure 4, paired tests."""
+    from lm_eval_kinject.demo import EXPERIMENT, MIX_EXPERIMENT, DemoConfig, run_demo, with_options
+    from lm_eval_kinject.report.build import experiment_summary
 
-    config = DemoConfig.quick(seed=seed) if quick else DemoConfig(world=FictionalConfig(seed=seed))
-    ns = tuple(int(n) for n in n_paraphrases.split(",")) if n_paraphrases else config.n_paraphrases
-    ns = tuple(sorted({n for n in ns if n > 0}))  # N = 0 is FT-reg, always run
-    world = dataclasses.replace(config.world, events=events or config.world.events,
-                                paraphrases=max(config.world.paraphrases, max(ns, default=0) + 1))
-    config = dataclasses.replace(config, work=work, world=world, n_paraphrases=ns, method=method,
-                                 retriever=retriever, k=k, limit=limit, seed=seed)
-    results = run_demo(config, progress=lambda line: click.echo(line, err=True))
-    click.echo(format_table(results))
-    click.echo(f"\nWritten: {work / 'demo.json'}, {work / 'demo.md'}")
+    out = work or out
+    config = DemoConfig.quick(seed=seed) if quick else DemoConfig()
+    ns = None
+    if n_paraphrases:
+        try:
+            ns = tuple(sorted({int(n) for n in n_paraphrases.split(",") if int(n) > 0}))
+        except ValueError:
+            raise click.BadParameter(f"{n_paraphrases!r}: expected comma-separated integers",
+                                     param_hint="--n-paraphrases") from None
+    finetune = {k: v for k, v in {"method": method, "learning_rate": learning_rate, "epochs": epochs,
+                                  "fact_passes": fact_passes}.items() if v is not None}
+    config = with_options(config, out=out, events=events, n_paraphrases=ns, retriever=retriever, k=k, limit=limit,
+                          seed=seed, finetune=finetune,
+                          arms=tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else None,
+                          control_tasks=() if no_control else (tuple(control_tasks) or None))
+    try:
+        run, report = run_demo(config)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Finished cells are kept in {out}; run the same command to continue.", err=True)
+        sys.exit(130)
+    click.echo("\n\n".join(experiment_summary(report, name) for name in (EXPERIMENT, MIX_EXPERIMENT)
+                            if name in report.sections))
+    click.echo(f"\n{out}: {len(run.done)} cells evaluated, {len(run.skipped)} reused, {len(run.failed)} failed in "
+               f"{run.seconds:.0f} s. Report: {report.out / 'report.md'}; grid config: {out / 'demo.yaml'}")
+    if run.failed:
+        sys.exit(1)
 
 
 @main.command("grid")

@@ -164,8 +164,6 @@ def load_current_events(**metadata):
     The folder (``questions.jsonl``, ``chunks.jsonl``, optional ``paraphrases.jsonl``) comes from
     ``--metadata '{"current_events_dir": ...}'`` (or ``data_dir``) or ``$KINJECT_CURRENT_EVENTS_DIR``.
     """
-    import datasets
-
     data_dir = find_data_dir(metadata, "current_events_dir", CURRENT_EVENTS_DIR_ENV)
     if data_dir is None:
         raise DataError("current_events needs a data folder holding questions.jsonl "
@@ -176,18 +174,31 @@ def load_current_events(**metadata):
     if not path.is_file():
         raise DataError(f"{data_dir}: missing questions.jsonl (one JSON object a line: "
                         '{"id","question","choices":[4 strings],"answer":0-3,"chunk_id"})')
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_current_events_questions(path))})
+    return _test_split(read_current_events_questions(path), metadata, path)
+
+
+def _test_split(rows: list[dict], metadata: dict, path: Path):
+    """The task's test split: every question, or one part of a train/held-out split by chunk
+    (``--metadata '{"question_split": "heldout", "question_split_seed": 0}'``: see ``splits.py``)."""
+    import datasets
+
+    from lm_eval_kinject.splits import QuestionSplit
+
+    split = QuestionSplit.from_metadata(metadata)
+    if split is not None:
+        rows = split[0].select(rows, split[1], source=str(path))
+        logger.info("%s: scoring the %s split (%d questions; fraction %s, seed %d)", path, split[1], len(rows),
+                    split[0].train_fraction, split[0].seed)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
 def load_fictional(**metadata):
     """``custom_dataset`` of ``kinject_fictional``: a world folder from ``--metadata '{"fictional_dir": ...}'``
     (or ``data_dir``) or ``$KINJECT_FICTIONAL_DIR``; with none, the default world (generated once, cached)."""
-    import datasets
-
     from lm_eval_kinject.fictional import default_world
 
     data_dir = find_data_dir(metadata, "fictional_dir", FICTIONAL_DIR_ENV) or default_world()
     path = data_dir / "questions.jsonl"
     if not path.is_file():
         raise DataError(f"{data_dir}: missing questions.jsonl; make a world with `kinject fictional generate`")
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_current_events_questions(path))})
+    return _test_split(read_current_events_questions(path), metadata, path)

@@ -111,18 +111,52 @@ def test_base_model_is_at_chance_and_the_oracle_is_far_above(kinject_lm, tmp_pat
     assert oracle >= 0.85, oracle
 
 
-def test_quick_demo_runs_and_a_rerun_reuses_everything(tmp_path):
-    args = ["kinject", "demo", "--quick", "--events", "6", "--limit", "9", "--work", str(tmp_path / "demo")]
-    first = run_cli(args, timeout=1500)
+def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
+    """The quick demo, tiny: runs through the grid, reports like one, resumes, and `kinject grid` on its
+    config gives the same cells with the same per-question results."""
+    from kinject_testing import MMLU_DIR
+
+    out = tmp_path / "demo"
+    args = ["kinject", "demo", "--quick", "--events", "6", "--limit", "6", "--fact-passes", "2", "--out", str(out),
+            "--control-task", "kinject_mmlu_cloze_anatomy_0shot"]
+    env = {"KINJECT_MMLU_DIR": str(MMLU_DIR)}
+    first = run_cli(args, env=env, timeout=1500)
     assert first.returncode == 0, first.stderr[-3000:]
-    results = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert set(results["scores"]) == {"base", "base+rag", "ft-reg", "ft-par2", "ft-reg+rag", "ft-par2+rag"}
-    assert all(s["n"] == 9 for s in results["scores"].values())
-    assert results["ft-par2"]["n_paraphrases"] == 2 and results["ft-reg"]["validation_loss"] is not None
-    rows = [line.split("|")[1].strip() for line in first.stdout.splitlines() if line.startswith("| ")]
-    assert rows[1:7] == ["base", "base+rag", "ft-reg", "ft-par2", "ft-reg+rag", "ft-par2+rag"]  # Table 2's order
-    assert (tmp_path / "demo" / "demo.md").read_text().strip() in first.stdout
-    again = run_cli(args, timeout=600)
+    headers = [[c.strip() for c in line.split("|")[3:-1]] for line in first.stdout.splitlines()
+               if line.startswith("| task | model |")]
+    assert headers[0] == ["Base", "Base + RAG", "FT-reg", "FT-par"]  # Table 2's order, on every question
+    assert headers[2] == ["Base", "Base + RAG", "FT-reg", "FT-par", "FT-mix"]  # [1]: known vs unknown
+    assert "known vs unknown" in first.stdout and "FT-mix | FT-par" in first.stdout  # the paired test
+    report = json.loads((out / "report.json").read_text())
+    main = [c for c in report["cells"] if c["role"] == "main" and c["experiment"] == "fictional_mix"]
+    assert sorted(c["arm"] for c in main) == ["base", "base+rag", "ft-mix2", "ft-par2", "ft-reg"]
+    assert all(c["status"] == "done" and c["n"] == 6 for c in report["cells"] if c["role"] == "main")
+    assert all(c["known"]["n"] + c["unknown"]["n"] == 6 for c in report["cells"] if c["role"] == "main")
+    assert {c["arm"] for c in report["cells"] if c["role"] == "control"} == {"base", "ft-reg", "ft-par2", "ft-mix2"}
+    assert "Δctl" in (out / "report.md").read_text() and (out / "figure4_fictional.png").is_file()
+    # every cell scored the held-out split: none of its questions is a training QA pair of ft-mix
+    trained = {json.loads(line)["question"] for line in (out / "world" / "questions.jsonl").read_text().splitlines()
+               if json.loads(line)["chunk_id"] in _train_chunks(out)}
+    for cell in main:
+        samples = (out / "cells" / cell["hash"] / "samples.jsonl").read_text().splitlines()
+        assert not {json.loads(s)["doc"]["question"] for s in samples} & trained
+
+    again = run_cli(args, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "[demo] ft-reg" not in again.stderr and "evaluating" not in again.stderr  # all cached
-    assert json.loads((tmp_path / "demo" / "demo.json").read_text()) == results
+    assert ": 0 cells evaluated" in again.stdout
+    check = run_cli(["kinject", "grid", str(out / "demo.yaml"), "--out", str(out), "--check"], env=env)
+    assert check.returncode == 0 and "pending" not in check.stdout and "failed" not in check.stdout, check.stdout
+
+    grid = run_cli(["kinject", "grid", str(out / "demo.yaml"), "--out", str(tmp_path / "grid")], env=env, timeout=1500)
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    for cell in report["cells"]:
+        ours = json.loads((out / "cells" / cell["hash"] / "result.json").read_text())
+        theirs = json.loads((tmp_path / "grid" / "cells" / cell["hash"] / "result.json").read_text())
+        assert ours["per_question"] == theirs["per_question"], cell["arm"]
+
+
+def _train_chunks(out):
+    from lm_eval_kinject.splits import QuestionSplit
+
+    questions = [json.loads(line) for line in (out / "world" / "questions.jsonl").read_text().splitlines()]
+    return QuestionSplit(0.5, seed=0).train_chunks(q["chunk_id"] for q in questions)

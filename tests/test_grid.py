@@ -60,7 +60,7 @@ def test_config_errors_name_every_problem_with_its_key(tmp_path):
         _config(tmp_path, bad.replace("lm_evall:", "lm_eval:"))
     message = str(error.value)
     assert "experiments.ce.arms[2]: unknown arm 'ft-regg' (did you mean 'ft-reg'?)" in message
-    assert "experiments.ce.kb: arms ['base+rag', 'ft-regg', 'ft-par'] need a knowledge base" in message
+    assert "experiments.ce.kb: arms ['base+rag', 'ft-par'] need a knowledge base" in message
     assert "\n  finetune: unknown key(s) ['max_step'] (did you mean 'max_steps'?)" in message
     assert "3 problem(s)" in message
     assert str(tmp_path / "grid.yaml") in message

@@ -51,6 +51,15 @@ class FinetuneConfig:
         "Paraphrases per chunk held out (the last ones) as the validation set; never trained on."))
     allow_unknown_paraphrases: bool = field(default=False, metadata=_help(
         "Skip paraphrases whose chunk_id is not in the KB instead of failing."))
+    qa: str | None = field(default=None, metadata=_help(
+        'Questions JSONL ({"id","question","choices","answer","chunk_id"}) for mixed training (ft-mix): the '
+        'questions of a training split of the chunks are trained on as "Question: ...\\nAnswer: ..." pairs.'))
+    # Half and half, as Allen-Zhu & Li's mixed training; the same split decides what the ft-mix arm is scored on.
+    qa_train_fraction: float = field(default=0.5, metadata=_help(
+        "Share of the chunks whose questions are trained on (the rest are held out for evaluation)."))
+    qa_split_seed: int = field(default=0, metadata=_help("Seed of the train/held-out split of the chunks."))
+    # QA pairs are short (~20 tokens beside ~80 per chunk): repeating them gives the answering skill more weight.
+    qa_repeats: int = field(default=1, metadata=_help("Times each QA pair appears per epoch."))
     # Questions name their subject ("During Hurricane Otis, ..."); chunks often do not repeat it.
     title_prefix: bool = field(default=True, metadata=_help("Start every training text with its article title."))
 
@@ -61,6 +70,11 @@ class FinetuneConfig:
     # A fact must be seen several times to be learned (the paper's point about paraphrases); five
     # passes over the chunks is the reference FT-reg budget measured on the current-events sample.
     epochs: float = field(default=5.0, metadata=_help("Passes over the training data."))
+    # FT-reg vs FT-par at equal cost: with N paraphrases a pass over the data reads every fact 1 + N
+    # times, so the same number of readings takes 1 / (1 + N) of the epochs.
+    fact_passes: float | None = field(default=None, metadata=_help(
+        "Instead of epochs: how often each chunk's facts are read, a paraphrase counting as one reading "
+        "(epochs = fact_passes / (1 + n_paraphrases)): FT-reg and every FT-par get the same token budget."))
     max_steps: int = field(default=-1, metadata=_help("Stop after this many optimiser steps (overrides epochs)."))
     learning_rate: float | None = field(default=None, metadata=_help(
         f"Peak learning rate; default {DEFAULT_LR['full']} (full) or {DEFAULT_LR['lora']} (LoRA)."))
@@ -105,11 +119,11 @@ class FinetuneConfig:
             if getattr(self, key) not in valid:
                 problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(valid)}")
         for key in ("block_size", "batch_size", "grad_accum", "save_steps", "save_total_limit", "logging_steps",
-                    "lora_r", "lora_alpha"):
+                    "lora_r", "lora_alpha", "qa_repeats"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{key}={value!r}: expected a positive integer")
-        for key in ("n_paraphrases", "val_paraphrases", "seed"):
+        for key in ("n_paraphrases", "val_paraphrases", "seed", "qa_split_seed"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"{key}={value!r}: expected an integer >= 0")
@@ -117,6 +131,8 @@ class FinetuneConfig:
             problems.append(f"max_steps={self.max_steps!r}: expected a positive integer, or -1 to use epochs")
         if not _number(self.epochs) or self.epochs <= 0:
             problems.append(f"epochs={self.epochs!r}: expected a number > 0")
+        if self.fact_passes is not None and (not _number(self.fact_passes) or self.fact_passes <= 0):
+            problems.append(f"fact_passes={self.fact_passes!r}: expected a number > 0")
         if self.learning_rate is not None and (not _number(self.learning_rate) or not 0 < self.learning_rate < 1):
             problems.append(f"learning_rate={self.learning_rate!r}: expected a number in (0, 1)")
         for key, low, high in (("warmup_ratio", 0, 1), ("lora_dropout", 0, 1)):
@@ -129,6 +145,8 @@ class FinetuneConfig:
         if self.n_paraphrases and not self.paraphrases:
             problems.append(f"n_paraphrases={self.n_paraphrases}: needs a paraphrase file (paraphrases / "
                             "--paraphrases)")
+        if not _number(self.qa_train_fraction) or not 0 < self.qa_train_fraction < 1:
+            problems.append(f"qa_train_fraction={self.qa_train_fraction!r}: expected a number in (0, 1)")
         if self.merge and self.method != "lora":
             problems.append("merge: only meaningful with method=lora")
         if self.max_memory_gb is not None and (not _number(self.max_memory_gb) or self.max_memory_gb <= 0):
@@ -140,6 +158,11 @@ class FinetuneConfig:
     def lr(self) -> float:
         """The learning rate in effect (the method's default when none was given)."""
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+
+    @property
+    def train_epochs(self) -> float:
+        """The epochs in effect: ``epochs``, or ``fact_passes / (1 + n_paraphrases)`` when that is set."""
+        return self.epochs if self.fact_passes is None else self.fact_passes / (1 + self.n_paraphrases)
 
     def to_dict(self) -> dict:
         return asdict(self)

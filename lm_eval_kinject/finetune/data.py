@@ -1,6 +1,8 @@
-"""Training data for the FT arms: KB chunks (+ N paraphrases each) -> texts -> packed token blocks.
+"""Training data for the FT arms: KB chunks (+ N paraphrases each, + QA pairs) -> texts -> packed token blocks.
 
-The objective is unsupervised: the causal-LM loss on the text itself, no questions and no answers.
+The objective is the causal-LM loss on the text itself. FT-reg and FT-par (the paper's arms) train
+on documents only; mixed training (ft-mix) adds question-answer pairs of a training split of the
+questions (``splits.py``), as plain text in the same stream.
 Texts are separated by EOS and packed into fixed-length blocks (the last one padded, its padding
 masked out of the loss), as in transformers' ``run_clm`` example.
 """
@@ -20,7 +22,7 @@ from lm_eval_kinject.records import read_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "training_texts", "pack"]
+__all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "qa_pairs", "training_texts", "pack"]
 
 
 @dataclass
@@ -67,11 +69,26 @@ def _titled(title: str, text: str, with_title: bool) -> str:
     return f"{title}\n{text}" if with_title and title else text
 
 
+def qa_pairs(path: Path, split) -> tuple[list[str], dict]:
+    """The QA texts of mixed training: the ``train`` part of the questions in ``path`` under ``split``
+    (a ``QuestionSplit``), as ``Question: ...\nAnswer: ...``; and their counts."""
+    from lm_eval_kinject.questions import read_current_events_questions
+    from lm_eval_kinject.splits import qa_text
+
+    questions = read_current_events_questions(Path(path))
+    train = split.select(questions, "train", source=str(path))
+    stats = {"qa_questions": len(questions), "qa_pairs": len(train),
+             "qa_train_chunks": len({q["chunk_id"] for q in train}),
+             "qa_heldout_chunks": len({q["chunk_id"] for q in questions}) - len({q["chunk_id"] for q in train})}
+    return [qa_text(q) for q in train], stats
+
+
 def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: int, val_paraphrases: int,
-                   title_prefix: bool, allow_unknown: bool, source: str = "paraphrases") -> TrainingTexts:
+                   title_prefix: bool, allow_unknown: bool, source: str = "paraphrases",
+                   qa: list[str] | None = None) -> TrainingTexts:
     """The training and validation texts of a run over the KB ``kb``.
 
-    Every chunk is trained on once per epoch. A paraphrase row matches a KB chunk by ``chunk_id``,
+    Every chunk is trained on once per epoch, and so is every QA pair of ``qa`` (mixed training). A paraphrase row matches a KB chunk by ``chunk_id``,
     or a KB document by ``doc_id`` when the KB builder split that document into several chunks.
     Of each row, the last ``val_paraphrases`` are held out for validation and the first
     ``n_paraphrases`` of the rest are trained on.
@@ -83,6 +100,7 @@ def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: 
     stats = {"chunks": len(kb.chunks), "paraphrase_rows": 0, "paraphrase_rows_matched": 0, "unknown_ids": 0,
              "paraphrases_trained": 0, "paraphrases_held_out": 0, "rows_short": 0}
     result = TrainingTexts(train=train, validation=[], stats=stats)
+    train.extend(qa or ())
     if paraphrases is None:
         return result
     titles = {c.chunk_id: c.article for c in kb.chunks}

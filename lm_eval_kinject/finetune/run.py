@@ -18,10 +18,11 @@ from lm_eval_kinject import __version__
 from lm_eval_kinject.artifacts import atomic_dir, library_versions, plain_model, sha256_file, write_json_atomic
 from lm_eval_kinject.errors import ConfigError, ModelLoadError
 from lm_eval_kinject.finetune.config import FinetuneConfig
-from lm_eval_kinject.finetune.data import pack, read_paraphrases, training_texts
+from lm_eval_kinject.finetune.data import pack, qa_pairs, read_paraphrases, training_texts
 from lm_eval_kinject.finetune.memory import available_memory, check_memory, count_parameters, estimate_memory
 from lm_eval_kinject.finetune.outdir import RESULT_FILE, prepare_out, read_json
 from lm_eval_kinject.finetune.trainer import AtomicCheckpointTrainer, FinalStepCallback, ThroughputCallback
+from lm_eval_kinject.splits import QuestionSplit
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
 
     kb = KnowledgeBase.load(Path(config.kb))
     paraphrases = read_paraphrases(Path(config.paraphrases)) if config.paraphrases else None
+    qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed))
+                    if config.qa else ([], {}))
+    qa = qa * config.qa_repeats
     texts = training_texts(kb, paraphrases, config.n_paraphrases, config.val_paraphrases, config.title_prefix,
-                           config.allow_unknown_paraphrases, source=str(config.paraphrases))
+                           config.allow_unknown_paraphrases, source=str(config.paraphrases), qa=qa)
+    texts.stats.update(qa_stats)
     for warning in texts.warnings:
         logger.warning(warning)
     run_hash = config.run_hash(texts.fingerprint)
@@ -187,7 +192,7 @@ def _training_args(config: FinetuneConfig, out: Path, n_blocks: int, has_validat
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.lr,
+        num_train_epochs=config.train_epochs, max_steps=config.max_steps, learning_rate=config.lr,
         lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, eval_strategy="epoch" if has_validation else "no",
@@ -232,9 +237,10 @@ def _metadata(config, run_hash, kb, texts, train, validation, source, precision,
     return {
         "format_version": FORMAT_VERSION, "kinject_version": __version__, "run_hash": run_hash,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": config.to_dict(), "learning_rate": config.lr, "seed": config.seed, "base_model": source,
+        "config": config.to_dict(), "learning_rate": config.lr, "epochs": config.train_epochs, "seed": config.seed, "base_model": source,
         "data": {"kb": str(kb.path), "kb_fingerprint": kb.manifest["fingerprint"], "paraphrases": config.paraphrases,
-                 "paraphrases_sha256": paraphrase_sha, "texts_fingerprint": texts.fingerprint, **texts.stats,
+                 "paraphrases_sha256": paraphrase_sha, "qa": config.qa,
+                 "qa_sha256": sha256_file(Path(config.qa)) if config.qa else None, "texts_fingerprint": texts.fingerprint, **texts.stats,
                  "train_texts": len(texts.train), "train_tokens_per_epoch": train.tokens, "train_blocks": len(train),
                  "validation_texts": len(texts.validation),
                  "validation_tokens": validation.tokens if validation else 0, "warnings": texts.warnings},

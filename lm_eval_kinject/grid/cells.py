@@ -12,12 +12,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lm_eval_kinject.arms import ARMS, Arm, parse_arm, variant
 from lm_eval_kinject.grid.config import Experiment, GridConfig
 
-__all__ = ["Cell", "Checkpoint", "expand", "kb_hash", "arm_label", "ARM_ORDER"]
-
-# Table 1 / Table 2 column order
-ARM_ORDER = ("base", "base+rag", "ft", "ft-reg", "ft-par", "ft+rag", "ft-reg+rag", "ft-par+rag")
+__all__ = ["Cell", "Checkpoint", "expand", "kb_hash"]
 
 
 def _hash(payload) -> str:
@@ -38,47 +36,63 @@ def kb_hash(config: GridConfig, name: str) -> str:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One fine-tuned model: base model + KB + paraphrase count + settings + seed."""
+    """One fine-tuned model: base model + KB + training data (paraphrases, QA split) + settings + seed."""
 
     model: str
     kb: str
     n_paraphrases: int
     paraphrases: str | None
     settings: tuple  # sorted (key, value) pairs of FinetuneConfig fields
+    qa: str | None = None  # mixed training: the questions file and the split whose train part is trained on
+    qa_split: tuple = ()  # sorted (key, value) pairs of the QuestionSplit
 
     def identity(self, config: GridConfig) -> dict:
-        return {"model": asdict(config.models[self.model]), "kb": kb_hash(config, self.kb),
-                "n_paraphrases": self.n_paraphrases,
-                "paraphrases": _source_identity(self.paraphrases) if self.paraphrases and self.n_paraphrases else None,
-                "settings": dict(self.settings), "seed": config.seed}
+        identity = {"model": asdict(config.models[self.model]), "kb": kb_hash(config, self.kb),
+                    "n_paraphrases": self.n_paraphrases,
+                    "paraphrases": _source_identity(self.paraphrases) if self.paraphrases and self.n_paraphrases
+                    else None, "settings": dict(self.settings), "seed": config.seed}
+        if self.qa:  # absent otherwise, so checkpoints made before mixed training keep their names
+            identity["qa"] = {"questions": _source_identity(self.qa), "split": dict(self.qa_split)}
+        return identity
 
     def hash(self, config: GridConfig) -> str:
         return _hash(self.identity(config))
+
+    def finetune_settings(self) -> dict:
+        """The FinetuneConfig fields this checkpoint sets beyond the grid's settings."""
+        split = dict(self.qa_split)
+        qa = {"qa": self.qa, "qa_train_fraction": split["train_fraction"], "qa_split_seed": split["seed"]} \
+            if self.qa else {}
+        return {**dict(self.settings), "paraphrases": self.paraphrases, "n_paraphrases": self.n_paraphrases, **qa}
 
 
 @dataclass(frozen=True)
 class Cell:
     experiment: str
     model: str
-    arm: str  # as written in the config (ft-par arms carry their N: ft-par4)
+    arm: str  # the arm variant (arms.variant): ft-par arms carry their N, as in ft-par4+rag
     task: str
     role: str  # "main" or "control" (a task outside the KB: forgetting)
     limit: int | float | None
     kb: str | None = None  # retrieval KB, for +rag arms
     retrieval: tuple = ()
     checkpoint: Checkpoint | None = None
+    task_metadata: tuple = ()  # the experiment's additions to the grid's lm-eval metadata (the held-out split)
 
     @property
     def rag(self) -> bool:
-        return self.arm.endswith("+rag")
+        return parse_arm(self.arm)[0].rag
 
     def identity(self, config: GridConfig) -> dict:
-        return {"model": asdict(config.models[self.model]), "task": self.task, "limit": self.limit,
-                "task_metadata": config.task_metadata, "seed": config.seed,
-                "lm_eval": {k: config.lm_eval[k] for k in ("batch_size",)},
-                "kb": kb_hash(config, self.kb) if self.rag else None,
-                "retrieval": dict(self.retrieval) if self.rag else None,
-                "checkpoint": self.checkpoint.hash(config) if self.checkpoint else None}
+        identity = {"model": asdict(config.models[self.model]), "task": self.task, "limit": self.limit,
+                    "task_metadata": config.task_metadata, "seed": config.seed,
+                    "lm_eval": {k: config.lm_eval[k] for k in ("batch_size",)},
+                    "kb": kb_hash(config, self.kb) if self.rag else None,
+                    "retrieval": dict(self.retrieval) if self.rag else None,
+                    "checkpoint": self.checkpoint.hash(config) if self.checkpoint else None}
+        if self.task_metadata:
+            identity["task_metadata"] = {**config.task_metadata, **dict(self.task_metadata)}
+        return identity
 
     def hash(self, config: GridConfig) -> str:
         return _hash(self.identity(config))
@@ -86,21 +100,29 @@ class Cell:
     def describe(self) -> dict:
         return {"experiment": self.experiment, "model": self.model, "arm": self.arm, "task": self.task,
                 "role": self.role, "limit": self.limit, "kb": self.kb, "retrieval": dict(self.retrieval) or None,
-                "n_paraphrases": self.checkpoint.n_paraphrases if self.checkpoint else None}
+                "n_paraphrases": self.checkpoint.n_paraphrases if self.checkpoint else None,
+                "question_split": dict(self.task_metadata) or None}
 
 
-def arm_label(arm: str) -> str:
-    """The column an arm goes in: ft-par4 -> ft-par, ft-par4+rag -> ft-par+rag."""
-    name, rag = arm.removesuffix("+rag"), arm.endswith("+rag")
-    if name.startswith("ft-par"):
-        name = "ft-par"
-    return name + ("+rag" if rag else "")
+def _paraphrase_counts(arm: Arm, experiment: Experiment) -> list[int | None]:
+    """The paraphrase counts ``arm`` stands for in ``experiment`` (None: no paraphrases)."""
+    counts = list(experiment.n_paraphrases)
+    if arm.paraphrase_counts == "each":
+        return counts
+    if arm.paraphrase_counts == "largest" and counts:
+        return counts[-1:]
+    return [None]
 
 
-def _checkpoint(config: GridConfig, experiment: Experiment, model: str, n: int) -> Checkpoint:
-    return Checkpoint(model=model, kb=experiment.kb, n_paraphrases=n,
+def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None) -> Checkpoint | None:
+    if not arm.fine_tuned:
+        return None
+    qa = arm.training == "chunks+qa"
+    return Checkpoint(model=model, kb=experiment.kb, n_paraphrases=n or 0,
                       paraphrases=experiment.paraphrases if n else None,
-                      settings=tuple(sorted(experiment.finetune.items())))
+                      settings=tuple(sorted(experiment.finetune.items())),
+                      qa=experiment.qa if qa else None,
+                      qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa else ())
 
 
 def expand(config: GridConfig) -> list[Cell]:
@@ -108,28 +130,20 @@ def expand(config: GridConfig) -> list[Cell]:
     cells: list[Cell] = []
     for experiment in config.experiments.values():
         retrieval = tuple(sorted(experiment.retrieval.items()))
+        main_metadata = tuple(sorted(experiment.task_metadata("main").items()))
         for model in config.models:
-            fine_tuned: dict[str, Checkpoint | None] = {"base": None}
-            for arm in experiment.arms:
-                name = arm.removesuffix("+rag")
-                if name in ("ft", "ft-reg"):
-                    fine_tuned[name] = _checkpoint(config, experiment, model, 0)
-                elif name == "ft-par":
-                    ns = experiment.n_paraphrases if arm == "ft-par" else experiment.n_paraphrases[-1:]
-                    for n in ns:
-                        fine_tuned[f"ft-par{n}"] = _checkpoint(config, experiment, model, n)
-            for arm in experiment.arms:
-                name, suffix = arm.removesuffix("+rag"), "+rag" if arm.endswith("+rag") else ""
-                names = ([f"ft-par{n}" for n in experiment.n_paraphrases] if arm == "ft-par"
-                         else [f"ft-par{experiment.n_paraphrases[-1]}"] if arm == "ft-par+rag" else [name])
-                for variant in names:
+            checkpoints: dict[str, Checkpoint | None] = {"base": None}  # by the variant without +rag
+            for arm in (ARMS[name] for name in experiment.arms):
+                for n in _paraphrase_counts(arm, experiment):
+                    stem = variant(ARMS[arm.stem], n)
+                    checkpoints.setdefault(stem, _checkpoint(experiment, model, arm, n))
                     for task in experiment.tasks:
-                        cells.append(Cell(experiment.name, model, variant + suffix, task, "main", experiment.limit,
-                                          experiment.kb if suffix else None, retrieval if suffix else (),
-                                          fine_tuned[variant]))
-            for variant, checkpoint in fine_tuned.items():
+                        cells.append(Cell(experiment.name, model, variant(arm, n), task, "main", experiment.limit,
+                                          experiment.kb if arm.rag else None, retrieval if arm.rag else (),
+                                          checkpoints[stem], main_metadata))
+            for stem, checkpoint in checkpoints.items():
                 for task in experiment.control_tasks:
-                    cells.append(Cell(experiment.name, model, variant, task, "control", experiment.limit,
+                    cells.append(Cell(experiment.name, model, stem, task, "control", experiment.limit,
                                       checkpoint=checkpoint))
     # a model loads once: its base cells, then each checkpoint's cells (without, then with retrieval)
     return sorted(cells, key=lambda c: (list(config.models).index(c.model), c.checkpoint is not None,

@@ -10,12 +10,16 @@
     lm_eval:           {batch_size: 8, limit: null, device: cpu}
     experiments:
       NAME: {title, tasks: [...], kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
-             control_tasks: [...], finetune: {...overrides}, retrieval: {...overrides}, limit: N}
+             qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED}, control_tasks: [...],
+             finetune: {...overrides}, retrieval: {...overrides}, limit: N}
 
-Relative paths are relative to the YAML file. Arms: ``base``, ``base+rag``, ``ft`` (= ``ft-reg``:
-fine-tuned on the KB's chunks), ``ft+rag``, ``ft-reg``, ``ft-reg+rag``, ``ft-par`` (one arm per
-``n_paraphrases`` value), ``ft-par+rag`` (the largest N). ``control_tasks`` (outside the KB) are
-scored on the base model and on every fine-tuned one: the difference is forgetting.
+Relative paths are relative to the YAML file. Arms are the table of ``lm_eval_kinject/arms.py``:
+``base``, ``base+rag``, ``ft`` / ``ft-reg`` (fine-tuned on the KB's chunks), ``ft-par`` (one arm per
+``n_paraphrases`` value), ``ft-mix`` (chunks, the largest N's paraphrases if any, and the QA pairs of
+the training split of ``qa``), each with ``+rag``. An experiment with ``ft-mix`` scores *every* arm
+on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
+paired. ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned
+one: the difference is forgetting.
 """
 from __future__ import annotations
 
@@ -24,22 +28,25 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.errors import ConfigError, did_you_mean
 from lm_eval_kinject.rag_lm import RAG_ARGS, valid_model_args
+from lm_eval_kinject.splits import QuestionSplit
 
-__all__ = ["ARMS", "GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"]
+__all__ = ["GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"]
 
-ARMS = ("base", "base+rag", "ft", "ft+rag", "ft-reg", "ft-reg+rag", "ft-par", "ft-par+rag")
 TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retrieval", "finetune", "lm_eval",
             "experiments")
-EXPERIMENT_KEYS = ("title", "tasks", "kb", "arms", "paraphrases", "n_paraphrases", "control_tasks", "finetune",
-                   "retrieval", "limit")
+EXPERIMENT_KEYS = ("title", "tasks", "kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split", "control_tasks",
+                   "finetune", "retrieval", "limit")
+QA_SPLIT_KEYS = ("train_fraction", "seed")
 KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "hnsw_m",
            "hnsw_ef_construction", "hnsw_ef_search", "seed")
 RETRIEVAL_KEYS = ("retriever", "k", "template")
 LM_EVAL_KEYS = ("batch_size", "limit", "device")
 # FinetuneConfig fields the grid sets itself, per checkpoint
-FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "seed")
+FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "qa", "qa_train_fraction",
+               "qa_split_seed", "seed")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -70,6 +77,12 @@ class Experiment:
     finetune: dict = field(default_factory=dict)  # merged: grid-wide settings, then the experiment's
     retrieval: dict = field(default_factory=dict)
     limit: int | float | None = None
+    qa: str | None = None  # questions whose training split ft-mix trains on
+    qa_split: QuestionSplit | None = None  # set when an arm trains on questions: every arm scores the held-out part
+
+    def task_metadata(self, role: str) -> dict:
+        """The lm-eval metadata this experiment adds to the grid's for a cell of ``role``."""
+        return self.qa_split.metadata("heldout") if self.qa_split and role == "main" else {}
 
 
 @dataclass(frozen=True)
@@ -214,49 +227,90 @@ def load_grid_config(path: str | Path) -> GridConfig:
     raw_experiments = raw.get("experiments") or {}
     if not raw_experiments:
         check.error("experiments", "at least one experiment is needed")
+    if not isinstance(raw_experiments, dict):
+        check.error("experiments", "expected a mapping of NAME: {tasks, arms, ...}")
+        raw_experiments = {}
     for name, spec in raw_experiments.items():
-        where = f"experiments.{name}"
-        spec = check.keys(where, spec, EXPERIMENT_KEYS)
-        tasks, arms = spec.get("tasks") or [], spec.get("arms") or []
-        if not tasks or not all(isinstance(t, str) for t in tasks):
-            check.error(f"{where}.tasks", "expected a list of lm-eval task names")
-        if not arms:
-            check.error(f"{where}.arms", f"expected a list of arms from: {', '.join(ARMS)}")
-        for i, arm in enumerate(arms):
-            if arm not in ARMS:
-                check.error(f"{where}.arms[{i}]", f"unknown arm {arm!r}{did_you_mean(str(arm), ARMS)}; "
-                                                  f"valid: {', '.join(ARMS)}")
-        kb = spec.get("kb")
-        needs_kb = [a for a in arms if a != "base"]
-        if needs_kb and not kb:
-            check.error(f"{where}.kb", f"arms {needs_kb} need a knowledge base (kb: NAME from knowledge_bases)")
-        elif kb and kb not in kbs:
-            check.error(f"{where}.kb", f"{kb!r} is not in knowledge_bases{did_you_mean(str(kb), list(kbs))} "
-                                       f"(defined: {', '.join(kbs) or 'none'})")
-        n_par = spec.get("n_paraphrases") or []
-        n_par = [n_par] if isinstance(n_par, int) else n_par
-        paraphrases = spec.get("paraphrases")
-        if any(a.startswith("ft-par") for a in arms):
-            if not paraphrases:
-                check.error(f"{where}.paraphrases", "ft-par arms need a paraphrases file")
-            elif not Path(_path(base, paraphrases)).is_file():
-                check.error(f"{where}.paraphrases", f"{_path(base, paraphrases)}: no such file")
-            if not n_par or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in n_par):
-                check.error(f"{where}.n_paraphrases", "ft-par arms need a list of positive paraphrase counts")
-        merged_ft = {**finetune, **(spec.get("finetune") or {})}
-        if spec.get("finetune"):  # the grid-wide block is checked once, below
-            _check_finetune(check, f"{where}.finetune", merged_ft)
-        merged_retrieval = {**retrieval, **check.keys(f"{where}.retrieval", spec.get("retrieval") or {},
-                                                        RETRIEVAL_KEYS)}
-        _check_retrieval(check, f"{where}.retrieval", merged_retrieval)
-        experiments[name] = Experiment(
-            name=name, title=str(spec.get("title") or name), tasks=tuple(tasks), arms=tuple(arms), kb=kb,
-            paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
-            control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
-            limit=spec.get("limit", lm_eval["limit"]))
+        experiment = _experiment(check, f"experiments.{name}", name, spec, base, kbs, finetune, retrieval,
+                                 lm_eval["limit"], seed)
+        if experiment is not None:
+            experiments[name] = experiment
     check.done()
     return GridConfig(path=path.resolve(), seed=seed, models=models, knowledge_bases=kbs, experiments=experiments,
                       task_metadata=metadata, lm_eval=lm_eval)
+
+
+def _list(check: _Checker, where: str, value, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        check.error(where, f"expected a list of {what}, got {type(value).__name__} {value!r}")
+        return []
+    return value
+
+
+def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: dict, finetune: dict,
+                retrieval: dict, limit, seed) -> Experiment | None:
+    spec = check.keys(where, spec, EXPERIMENT_KEYS)
+    tasks = _list(check, f"{where}.tasks", spec.get("tasks"), "lm-eval task names")
+    arms = _list(check, f"{where}.arms", spec.get("arms"), "arms")
+    if not tasks or not all(isinstance(t, str) for t in tasks):
+        check.error(f"{where}.tasks", "expected a list of lm-eval task names")
+    if not arms:
+        check.error(f"{where}.arms", f"expected a list of arms from: {', '.join(ARMS)}")
+    known = []
+    for i, arm in enumerate(arms):
+        if arm not in ARMS:
+            check.error(f"{where}.arms[{i}]", f"unknown arm {arm!r}{did_you_mean(str(arm), ARMS)}; "
+                                              f"valid: {', '.join(ARMS)}")
+        else:
+            known.append(ARMS[arm])
+    kb = spec.get("kb")
+    needs_kb = [a.name for a in known if a.name != "base"]
+    if needs_kb and not kb:
+        check.error(f"{where}.kb", f"arms {needs_kb} need a knowledge base (kb: NAME from knowledge_bases)")
+    elif kb and kb not in kbs:
+        check.error(f"{where}.kb", f"{kb!r} is not in knowledge_bases{did_you_mean(str(kb), list(kbs))} "
+                                   f"(defined: {', '.join(kbs) or 'none'})")
+    n_par = spec.get("n_paraphrases") or []
+    n_par = [n_par] if isinstance(n_par, int) else _list(check, f"{where}.n_paraphrases", n_par, "paraphrase counts")
+    paraphrases = spec.get("paraphrases")
+    if any(a.training == "chunks+paraphrases" for a in known):
+        if not paraphrases:
+            check.error(f"{where}.paraphrases", "ft-par arms need a paraphrases file")
+        if not n_par:
+            check.error(f"{where}.n_paraphrases", "ft-par arms need a list of positive paraphrase counts")
+    if paraphrases and not Path(_path(base, paraphrases)).is_file():
+        check.error(f"{where}.paraphrases", f"{_path(base, paraphrases)}: no such file")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in n_par):
+        check.error(f"{where}.n_paraphrases", f"{n_par!r}: expected positive paraphrase counts")
+        n_par = []
+    if n_par and not paraphrases:
+        check.error(f"{where}.paraphrases", "n_paraphrases needs a paraphrases file")
+    qa, qa_split = spec.get("qa"), None
+    if any(a.held_out_questions for a in known):
+        if not qa:
+            check.error(f"{where}.qa", "ft-mix arms need a questions file (qa: FILE) to take training QA pairs from")
+        elif not Path(_path(base, qa)).is_file():
+            check.error(f"{where}.qa", f"{_path(base, qa)}: no such file")
+        split = {"seed": seed if isinstance(seed, int) else 0,
+                 **check.keys(f"{where}.qa_split", spec.get("qa_split") or {}, QA_SPLIT_KEYS)}
+        try:
+            qa_split = QuestionSplit(split.get("train_fraction", 0.5), split["seed"])
+        except ConfigError as error:
+            check.error(f"{where}.qa_split", str(error))
+    elif qa or spec.get("qa_split"):
+        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-mix+rag)")
+    merged_ft = {**finetune, **(spec.get("finetune") or {})}
+    if spec.get("finetune"):  # the grid-wide block is checked once, by the caller
+        _check_finetune(check, f"{where}.finetune", merged_ft)
+    merged_retrieval = {**retrieval, **check.keys(f"{where}.retrieval", spec.get("retrieval") or {}, RETRIEVAL_KEYS)}
+    _check_retrieval(check, f"{where}.retrieval", merged_retrieval)
+    return Experiment(
+        name=name, title=str(spec.get("title") or name), tasks=tuple(tasks), arms=tuple(a.name for a in known), kb=kb,
+        paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
+        control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
+        limit=spec.get("limit", limit), qa=_path(base, qa) if qa else None, qa_split=qa_split)
 
 
 def _check_finetune(check: _Checker, where: str, settings: dict) -> None:

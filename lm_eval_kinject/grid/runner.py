@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_eval_kinject.arms import checkpoint_args
 from lm_eval_kinject.artifacts import atomic_dir, library_versions, write_json_atomic
 from lm_eval_kinject.grid.cells import Cell, Checkpoint, expand, kb_hash
 from lm_eval_kinject.grid.config import GridConfig
@@ -101,10 +102,9 @@ class _Resources:
             raise RuntimeError(f"checkpoint {key} could not be trained: {self.errors[key]}")
         folder = self.out / "checkpoints" / key
         model = self.config.models[checkpoint.model]
-        settings = dict(checkpoint.settings)
         ft = FinetuneConfig(kb=str(self.kb(checkpoint.kb).path), out=str(folder), model=model.pretrained,
-                            gguf_file=model.model_args.get("gguf_file"), paraphrases=checkpoint.paraphrases,
-                            n_paraphrases=checkpoint.n_paraphrases, seed=self.config.seed, **settings)
+                            gguf_file=model.model_args.get("gguf_file"), seed=self.config.seed,
+                            **checkpoint.finetune_settings())
         try:
             finetune(ft, resume=True)  # finished: returns at once; interrupted: resumes
         except Exception as error:
@@ -124,11 +124,9 @@ class _Resources:
         spec = self.config.models[cell.model]
         args = {"pretrained": spec.pretrained, **spec.model_args}
         if cell.checkpoint is not None:
-            folder = self.checkpoint(cell.checkpoint)
-            if dict(cell.checkpoint.settings).get("method", "full") == "lora":
-                args["peft"] = str(folder)
-            else:
-                args = {"pretrained": str(folder), **{k: v for k, v in spec.model_args.items() if k != "gguf_file"}}
+            settings = dict(cell.checkpoint.settings)
+            args = checkpoint_args(args, str(self.checkpoint(cell.checkpoint)), settings.get("method", "full"),
+                                   settings.get("merge", False))
         lm = KinjectRAGLM(device=self.config.lm_eval["device"], batch_size=self.config.lm_eval["batch_size"], **args)
         self.loaded = (key, lm)
         return lm
@@ -146,7 +144,8 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     cache_before = Counter(lm.prefix_cache_stats)
     seed = config.seed
     out = simple_evaluate(model=lm, tasks=[cell.task], limit=cell.limit, log_samples=True, bootstrap_iters=0,
-                          task_manager=task_manager(config.task_metadata), random_seed=seed,
+                          task_manager=task_manager({**config.task_metadata, **dict(cell.task_metadata)}),
+                          random_seed=seed,
                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     if cell.task not in out["results"]:
         raise RuntimeError(f"lm-eval returned no results for {cell.task!r} (a group? name one task)")

@@ -10,14 +10,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.artifacts import write_json_atomic, write_text_atomic as _write
 from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.report.figures import figure2, figure4
 from lm_eval_kinject.report.results import forgetting, load_entries
-from lm_eval_kinject.report.tables import csv_rows, latex_table, markdown_table, paired_markdown, paired_tests
+from lm_eval_kinject.report.stats import known_unknown
+from lm_eval_kinject.report.tables import (csv_rows, known_markdown, latex_table, markdown_table, paired_markdown,
+                                           paired_tests)
 
 __all__ = ["write_report", "Report", "check_expectations", "expectations_of"]
 
@@ -30,6 +33,7 @@ class Report:
     tests: list[dict]
     failed: int
     pending: int
+    sections: dict = field(default_factory=dict)  # experiment -> its markdown (table, known vs unknown, tests)
 
 
 def write_report(run: Path, out: Path, seed: int = 0) -> Report:
@@ -44,19 +48,29 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
                 f"lm-eval {grid['libraries'].get('lm-eval')}, transformers {grid['libraries'].get('transformers')}, "
                 f"torch {grid['libraries'].get('torch')}.", ""]
     table1_like = []
+    by_experiment: dict[str, list[str]] = {}
     for name in grid.get("experiment_order", sorted(experiments)):
         spec = experiments[name]
         if not any(e.experiment == name for e in entries):
             continue
-        sections += [markdown_table(entries, name, spec["title"], lost), ""]
+        own = [markdown_table(entries, name, spec["title"], lost), ""]
+        if split := spec.get("qa_split"):
+            own.insert(1, f"\n*Every arm is scored on the held-out split only: the questions about the chunks whose "
+                          f"questions were not trained on as QA pairs by FT-mix (split by chunk: train fraction "
+                          f"{split['train_fraction']}, seed {split['seed']}).*")
+        if known := known_markdown(entries, name, spec["title"]):
+            own += [known, ""]
+        by_experiment[name] = own
+        sections += own
         files.append(_write(out / f"table_{name}.tex", latex_table(entries, name, spec["title"])))
         finished = any(e.experiment == name and e.role == "main" and e.status == "done" for e in entries)
-        if finished and not any(a.startswith("ft-par") for a in spec["arms"]):
+        if finished and not any(ARMS[a].training == "chunks+paraphrases" for a in spec["arms"]):
             table1_like.append(name)
         paths = figure4(entries, name, spec["title"], out)
         if paths:
             files += paths
             sections += [f"![Figure 4: {spec['title']}]({paths[0].name})", ""]
+            own += [f"Figure 4: {paths[0]}", ""]
     paths = figure2(entries, table1_like or list(experiments), out)
     if paths:
         files += paths
@@ -64,6 +78,9 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
     tests = paired_tests(entries, seed=seed)
     if tests:
         sections += [paired_markdown(tests), ""]
+    for name, own in by_experiment.items():
+        if mine := [t for t in tests if t["experiment"] == name]:
+            own += [paired_markdown(mine), ""]
     failed = [e for e in entries if e.status == "failed"]
     pending = [e for e in entries if e.status == "pending"]
     if failed or pending:
@@ -72,16 +89,25 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
         sections += [f"- pending {e.model} {e.arm} {e.task}" for e in pending]
     files.insert(0, _write(out / "report.md", "\n".join(sections) + "\n"))
     files.append(_write(out / "cells.csv", csv_rows(entries, lost)))
+    bases = {(e.experiment, e.row): e for e in entries if e.role == "main" and e.arm == "base" and e.status == "done"}
     cells = []
     for e in entries:
         item = {k: v for k, v in asdict(e).items() if k != "per_question"}
         item["label"] = e.label
+        if e.role == "main" and e.status == "done" and (base := bases.get((e.experiment, e.row))):
+            item.update(known_unknown(e.per_question, base.per_question))
         if e.role == "main" and (f := lost.get((e.experiment, e.model, e.arm))):
             item["forgetting"] = f
         cells.append(item)
     write_json_atomic(out / "report.json", {"run": str(run), "seed": grid["seed"], "cells": cells, "tests": tests})
     files.append(out / "report.json")
-    return Report(out, files, cells, tests, len(failed), len(pending))
+    return Report(out, files, cells, tests, len(failed), len(pending),
+                  {name: "\n".join(own).strip() for name, own in by_experiment.items()})
+
+
+def experiment_summary(report: Report, experiment: str) -> str:
+    """One experiment's part of ``report.md``: its table, known vs unknown and paired tests."""
+    return report.sections.get(experiment, f"(no finished cells of {experiment!r} yet)")
 
 
 def expectations_of(report: Report, tolerance: float = 0.0) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm_eval_kinject.grid.cells import ARM_ORDER
+from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.report.results import Entry
-from lm_eval_kinject.report.tables import LABELS, experiment_table
+from lm_eval_kinject.report.tables import experiment_table
 
 __all__ = ["figure2", "figure4"]
 
@@ -39,11 +39,11 @@ def figure2(entries: list[Entry], experiments: list[str], out: Path) -> list[Pat
             for label, e in slot.items():
                 if e.status == "done":
                     values.setdefault(label, []).append(e.acc)
-    labels = [a for a in ARM_ORDER if a in values]
+    labels = sorted(values, key=lambda a: ARMS[a].order)
     if not labels:
         return []
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 1.5, 4))
-    ax.boxplot([values[a] for a in labels], tick_labels=[LABELS[a] for a in labels], showmeans=True)
+    ax.boxplot([values[a] for a in labels], tick_labels=[ARMS[a].label for a in labels], showmeans=True)
     for i, a in enumerate(labels, 1):
         ax.scatter([i] * len(values[a]), values[a], s=10, alpha=0.5, color="tab:blue", zorder=3)
     n = max(len(v) for v in values.values())
@@ -63,11 +63,12 @@ def figure4(entries: list[Entry], experiment: str, title: str, out: Path) -> lis
     for e in entries:
         if e.experiment != experiment or e.role != "main" or e.status != "done" or e.arm.endswith("+rag"):
             continue
-        if e.arm in ("ft", "ft-reg"):
+        training = ARMS[e.label].training
+        if training == "chunks":
             lines.setdefault(e.row, {})[0] = e
-        elif e.arm.startswith("ft-par"):
+        elif training == "chunks+paraphrases":
             lines.setdefault(e.row, {})[e.n_paraphrases] = e
-        elif e.arm == "base":
+        elif training == "none":
             bases[e.row] = e
     lines = {row: points for row, points in lines.items() if any(n > 0 for n in points)}
     if not lines:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_kinject.errors import DataError
-from lm_eval_kinject.grid.cells import ARM_ORDER, arm_label
+from lm_eval_kinject.arms import parse_arm
 from lm_eval_kinject.report.stats import align, bootstrap_ci
 
 __all__ = ["Entry", "load_entries", "forgetting"]
@@ -36,7 +36,8 @@ class Entry:
 
     @property
     def label(self) -> str:
-        return arm_label(self.arm)
+        """The table column: the arm without its paraphrase count (ft-par4+rag -> ft-par+rag)."""
+        return parse_arm(self.arm)[0].name
 
     @property
     def row(self) -> tuple[str, str]:
@@ -78,9 +79,8 @@ def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
 
 
 def _arm_rank(arm: str) -> tuple[int, int]:
-    label = arm_label(arm)
-    name = arm.removesuffix("+rag")
-    return ARM_ORDER.index(label), int(name.removeprefix("ft-par")) if name.startswith("ft-par") else 0
+    kind, n = parse_arm(arm)
+    return kind.order, n or 0
 
 
 def forgetting(entries: list[Entry]) -> dict[tuple[str, str, str], dict]:

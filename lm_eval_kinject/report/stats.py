@@ -5,12 +5,16 @@
   the discordant questions (right in one arm only) split 50/50, so the p-value is a two-sided
   binomial test on them (scipy). Exact rather than chi-squared: grids often have few discordant pairs.
 - ``paired_bootstrap_ci``: the interval of the accuracy difference, resampling question pairs.
+- ``known_unknown``: an arm's accuracy on the questions the base model already answered (known) and
+  on the others (unknown), after SliCK (Gekhman et al. 2024), so injected knowledge is told apart
+  from prior knowledge. "Known" is the base model's log-likelihood choice being right; with four
+  options a quarter of truly unknown facts land there by chance.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mcnemar", "paired_bootstrap_ci", "align"]
+__all__ = ["bootstrap_ci", "mcnemar", "paired_bootstrap_ci", "align", "known_unknown"]
 
 DEFAULT_RESAMPLES = 2000
 
@@ -48,3 +52,14 @@ def align(first: dict, second: dict) -> tuple[list[float], list[float]]:
     b = dict(zip(second["doc_id"], second["correct"]))
     pairs = [(c, b[d]) for d, c in zip(first["doc_id"], first["correct"]) if d in b]
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def known_unknown(arm: dict, base: dict) -> dict:
+    """``{"known": {"n", "acc"}, "unknown": {"n", "acc"}}`` of ``arm``'s questions, split by ``base``'s
+    correctness on the same question (both ``{"doc_id": [...], "correct": [...]}``; questions only
+    ``arm`` scored are left out). ``acc`` is None for an empty part."""
+    ours, theirs = align(arm, base)
+    parts = {"known": [a for a, b in zip(ours, theirs) if b >= 0.5],
+             "unknown": [a for a, b in zip(ours, theirs) if b < 0.5]}
+    return {name: {"n": len(values), "acc": sum(values) / len(values) if values else None}
+            for name, values in parts.items()}

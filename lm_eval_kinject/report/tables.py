@@ -10,18 +10,11 @@ from __future__ import annotations
 import csv
 import io
 
-from lm_eval_kinject.grid.cells import ARM_ORDER
+from lm_eval_kinject.arms import ARMS, PAIRS
 from lm_eval_kinject.report.results import Entry
-from lm_eval_kinject.report.stats import align, mcnemar, paired_bootstrap_ci
+from lm_eval_kinject.report.stats import align, known_unknown, mcnemar, paired_bootstrap_ci
 
-__all__ = ["experiment_table", "markdown_table", "latex_table", "csv_rows", "paired_tests", "PAIRS", "LABELS"]
-
-LABELS = {"base": "Base", "base+rag": "Base + RAG", "ft": "FT", "ft+rag": "FT + RAG", "ft-reg": "FT-reg",
-          "ft-par": "FT-par", "ft-reg+rag": "FT-reg + RAG", "ft-par+rag": "FT-par + RAG"}
-# Claims the paper makes, as (arm A, arm B): "A beats B" is tested on the same questions.
-PAIRS = [("base+rag", "base"), ("ft", "base"), ("ft-reg", "base"), ("base+rag", "ft"), ("base+rag", "ft-reg"),
-         ("ft+rag", "base+rag"), ("ft-reg+rag", "base+rag"), ("ft-par", "ft-reg"), ("ft-par+rag", "base+rag"),
-         ("ft-par", "base")]
+__all__ = ["experiment_table", "markdown_table", "latex_table", "csv_rows", "paired_tests", "known_markdown"]
 
 
 def experiment_table(entries: list[Entry], experiment: str) -> tuple[list[str], dict]:
@@ -37,7 +30,7 @@ def experiment_table(entries: list[Entry], experiment: str) -> tuple[list[str], 
         current = slot.get(e.label)
         if current is None or (e.n_paraphrases or 0) > (current.n_paraphrases or 0):
             slot[e.label] = e
-    labels = [a for a in ARM_ORDER if any(a in r for r in rows.values())]
+    labels = sorted({label for r in rows.values() for label in r}, key=lambda a: ARMS[a].order)
     return labels, rows
 
 
@@ -56,7 +49,7 @@ def _cell_text(e: Entry | None, forgetting: dict) -> str:
 
 def markdown_table(entries: list[Entry], experiment: str, title: str, forgetting: dict) -> str:
     labels, rows = experiment_table(entries, experiment)
-    lines = [f"### {title}", "", "| task | model | " + " | ".join(LABELS[a] for a in labels) + " |",
+    lines = [f"### {title}", "", "| task | model | " + " | ".join(ARMS[a].label for a in labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for (task, model), slot in sorted(rows.items()):
         lines.append(f"| {task} | {model} | " + " | ".join(_cell_text(slot.get(a), forgetting) for a in labels) + " |")
@@ -86,7 +79,7 @@ def _latex_escape(text: str) -> str:
 
 def latex_table(entries: list[Entry], experiment: str, title: str) -> str:
     labels, rows = experiment_table(entries, experiment)
-    head = " & ".join(["Task", "Model", *[LABELS[a] for a in labels]])
+    head = " & ".join(["Task", "Model", *[ARMS[a].label for a in labels]])
     body = []
     for (task, model), slot in sorted(rows.items()):
         cells = []
@@ -121,7 +114,7 @@ def _num(value) -> str:
 
 
 def paired_tests(entries: list[Entry], seed: int = 0) -> list[dict]:
-    """Every claim of ``PAIRS`` that a table row can test: McNemar p and the difference's interval."""
+    """Every claim of ``arms.PAIRS`` that a table row can test: McNemar p and the difference's interval."""
     out = []
     for experiment in sorted({e.experiment for e in entries}):
         _, rows = experiment_table(entries, experiment)
@@ -145,9 +138,46 @@ def paired_markdown(tests: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for t in tests:
         star = " *" if t["p_value"] < 0.05 else ""
-        lines.append(f"| {t['experiment']} | {t['task']} | {t['model']} | {LABELS[t['a']]} | {LABELS[t['b']]} | "
+        lines.append(f"| {t['experiment']} | {t['task']} | {t['model']} | {ARMS[t['a']].label} | {ARMS[t['b']].label} | "
                      f"{t['acc_a']:.3f} | {t['acc_b']:.3f} | {t['diff']:+.3f} [{t['diff_ci'][0]:+.2f}, "
                      f"{t['diff_ci'][1]:+.2f}] | {t['only_a']} / {t['only_b']} | {t['p_value']:.3g}{star} |")
     lines += ["", "*Exact McNemar test on the questions only one arm got right (two-sided); * p < 0.05, "
                   "uncorrected for the number of tests.*"]
     return "\n".join(lines)
+
+
+def known_splits(entries: list[Entry], experiment: str) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(task alias, model): {column: known_unknown(...)}} for the rows whose base cell is finished."""
+    _, rows = experiment_table(entries, experiment)
+    out = {}
+    for row, slot in sorted(rows.items()):
+        base = slot.get("base")
+        if base is None or base.status != "done":
+            continue
+        out[row] = {label: known_unknown(e.per_question, base.per_question) for label, e in slot.items()
+                    if e.status == "done"}
+    return out
+
+
+def known_markdown(entries: list[Entry], experiment: str, title: str) -> str:
+    """Every arm's accuracy on the questions the base model knew and on those it did not (SliCK)."""
+    splits = known_splits(entries, experiment)
+    if not splits:
+        return ""
+    labels = sorted({label for row in splits.values() for label in row}, key=lambda a: ARMS[a].order)
+    lines = [f"#### {title}: known vs unknown", "",
+             "| task | model | part | n | " + " | ".join(ARMS[a].label for a in labels) + " |",
+             "|---|---|---|---:|" + "---|" * len(labels)]
+    for (task, model), row in splits.items():
+        for part in ("known", "unknown"):
+            n = next(iter(row.values()))[part]["n"]
+            cells = [_rate(row[a][part]["acc"]) if a in row else "–" for a in labels]
+            lines.append(f"| {task} | {model} | {part} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "*Known: questions the base model already answered (its log-likelihood choice was right); "
+                  "unknown: the others. Injected knowledge shows as accuracy on the unknown part; with four options "
+                  "a quarter of unknown facts are guessed right by chance, and land among the known ones.*"]
+    return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

@@ -1,0 +1,102 @@
+"""FT recipe sweep on a fictional world (every fact asked): FT-reg, FT-par N, FT-mix N, each scored on the
+held-out half of the questions (split by chunk, seed 0) with a direct cloze scorer equal to the
+``kinject_fictional_cloze`` prompt (description + "Question: ...\\nAnswer:", the option text after a space).
+Fast enough to try recipes on 2 CPU cores; ``kinject demo`` then runs the chosen one through lm-eval.
+
+    python benchmarks/ft_recipe.py --base
+    python benchmarks/ft_recipe.py --arm reg --epochs 10 --lr 3e-4      # or par4, mix4 (N paraphrases)
+    python benchmarks/ft_recipe.py --arm par4 --fact-passes 10 --lr 3e-4 # equal token budget with FT-reg
+
+Prints one JSON line per run (accuracy, tokens, steps, seconds, losses, per-question correctness).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DESCRIPTION = "The following are questions (with answers) about historical events.\n\n"
+
+
+def _world(work: Path, events: int) -> tuple[Path, Path]:
+    from lm_eval_kinject.corpus import read_source
+    from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
+    from lm_eval_kinject.kb import build_kb, is_kb
+
+    world, kb = work / f"world{events}", work / f"kb{events}"
+    if not (world / "manifest.json").is_file():
+        write_world(FictionalConfig(seed=0, events=events, paraphrases=11, asked=tuple(SLOTS)), world)
+    if not is_kb(kb):
+        build_kb(read_source(world / "chunks.jsonl"), kb, sources=[str(world / "chunks.jsonl")], show_progress=False)
+    return world, kb
+
+
+def score(model_dir: str, questions: list[dict], batch: int = 32) -> list[int]:
+    """1/0 per question: is the correct option the one of highest summed log-likelihood?"""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [(tok(DESCRIPTION + f"Question: {q['question'].strip()}\nAnswer:")["input_ids"],
+             tok(" " + c, add_special_tokens=False)["input_ids"]) for q in questions for c in q["choices"]]
+    lls = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch):
+            part = rows[start:start + batch]
+            ids = torch.full((len(part), max(len(c) + len(d) for c, d in part)), tok.eos_token_id or 0)
+            for j, (c, d) in enumerate(part):
+                ids[j, :len(c) + len(d)] = torch.tensor(c + d)
+            logp = model(ids).logits.log_softmax(-1)
+            lls += [sum(logp[j, len(c) + k - 1, t].item() for k, t in enumerate(d)) for j, (c, d) in enumerate(part)]
+    n = len(questions[0]["choices"])
+    return [int(max(range(n), key=lambda x: lls[i * n + x]) == q["answer"]) for i, q in enumerate(questions)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=40)
+    parser.add_argument("--arm", default="reg", help="reg | parN | mixN (N paraphrases)")
+    parser.add_argument("--base", action="store_true", help="score the base model only")
+    parser.add_argument("--epochs", type=float, default=10)
+    parser.add_argument("--fact-passes", type=float, help="equal budgets: epochs = passes / (1 + N)")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=Path("runs/ft_recipe"))
+    args = parser.parse_args()
+
+    from lm_eval_kinject.presets import resolve_pretrained
+    from lm_eval_kinject.questions import read_current_events_questions
+    from lm_eval_kinject.splits import QuestionSplit
+
+    world, kb = _world(args.work, args.events)
+    held = QuestionSplit().select(read_current_events_questions(world / "questions.jsonl"), "heldout")
+    if args.base:
+        correct = score(resolve_pretrained("smollm2-135m")["pretrained"], held)
+        print(json.dumps({"arm": "base", "acc": sum(correct) / len(correct), "n": len(correct), "correct": correct}))
+        return
+    from lm_eval_kinject.finetune import FinetuneConfig, finetune
+
+    kind, n = args.arm.rstrip("0123456789"), int(args.arm.lstrip("regparmix") or 0)
+    out = args.work / f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
+    config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
+                            qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
+                            fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
+                            batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False)
+    started = time.time()
+    meta = finetune(config, resume=True).metadata
+    seconds = time.time() - started
+    correct = score(str(out), held)
+    training = meta["training"]
+    print(json.dumps({"arm": args.arm, "epochs": config.train_epochs, "lr": args.lr, "block": args.block,
+                      "acc": sum(correct) / len(correct), "n": len(correct),
+                      "tokens": meta["data"]["train_tokens_per_epoch"] * config.train_epochs,
+                      "steps": training["steps"], "ft_s": round(seconds), "final_loss": training["final_loss"],
+                      "val": training["validation"][-1]["eval_loss"] if training["validation"] else None,
+                      "correct": correct}))
+
+
+if __name__ == "__main__":
+    main()

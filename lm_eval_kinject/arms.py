@@ -1,0 +1,116 @@
+"""The arms of a knowledge-injection experiment: one table, read by every part of the product.
+
+An arm is a way of giving a model the knowledge of a corpus: none (``base``), retrieval (``+rag``),
+fine-tuning on the corpus's chunks (``ft-reg``), on the chunks and N paraphrases of each
+(``ft-par``), on the chunks plus question-answer pairs of *other* facts (``ft-mix``, mixed
+training), and the combinations. Grid configs, cells, the runner, the report's tables, figures and
+paired tests and ``kinject demo`` all read this table; none of them spells an arm again. Adding an
+arm is one entry here plus, if it trains on something new, its recipe in ``finetune/data.py``.
+
+A *variant* is an arm with its paraphrase count, as cells and result files name it:
+``ft-par4``, ``ft-par4+rag``, ``ft-mix4`` (``parse_arm`` reads it back). No heavy imports here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from lm_eval_kinject.errors import ConfigError, did_you_mean
+
+__all__ = ["Arm", "ARMS", "TRAINING", "parse_arm", "variant", "get_arm", "checkpoint_args", "PAIRS"]
+
+# What a fine-tuned arm's checkpoint is trained on:
+#   chunks               the KB's chunks (the paper's FT / FT-reg)
+#   chunks+paraphrases   the chunks and N paraphrases of each (FT-par)
+#   chunks+qa            the chunks (and the paraphrases, when the experiment has them) plus question-answer
+#                        pairs of a training split of the questions; evaluated on the held-out split (ft-mix)
+TRAINING = ("none", "chunks", "chunks+paraphrases", "chunks+qa")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # as written in a grid config: "ft-par", "ft-mix+rag"
+    label: str  # column heading: "FT-par + RAG"
+    order: int  # column order of the paper's tables (Table 1 / Table 2), then ours
+    training: Literal["none", "chunks", "chunks+paraphrases", "chunks+qa"]
+    rag: bool
+    # How many checkpoints the arm stands for when an experiment lists several paraphrase counts:
+    # "each" (one cell per N: Figure 4), "largest" (the table's N), "none" (no paraphrases).
+    paraphrase_counts: Literal["none", "each", "largest"] = "none"
+    description: str = ""
+
+    @property
+    def stem(self) -> str:
+        """The arm without retrieval: ``ft-par+rag`` -> ``ft-par``."""
+        return self.name.removesuffix("+rag")
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.training != "none"
+
+    @property
+    def held_out_questions(self) -> bool:
+        """Trained on some questions: the experiment is scored on the other split only."""
+        return self.training == "chunks+qa"
+
+
+_TABLE = [
+    Arm("base", "Base", 0, "none", False, description="the model as it is"),
+    Arm("base+rag", "Base + RAG", 1, "none", True, description="retrieved chunks in the prompt"),
+    Arm("ft", "FT", 2, "chunks", False, description="fine-tuned on the chunks (Table 1's FT)"),
+    Arm("ft-reg", "FT-reg", 3, "chunks", False, description="fine-tuned on the chunks"),
+    Arm("ft-par", "FT-par", 4, "chunks+paraphrases", False, "each",
+        "fine-tuned on the chunks and N paraphrases of each"),
+    Arm("ft-mix", "FT-mix", 5, "chunks+qa", False, "largest",
+        "fine-tuned on the chunks (+ paraphrases) and QA pairs of other facts"),
+    Arm("ft+rag", "FT + RAG", 6, "chunks", True),
+    Arm("ft-reg+rag", "FT-reg + RAG", 7, "chunks", True),
+    Arm("ft-par+rag", "FT-par + RAG", 8, "chunks+paraphrases", True, "largest"),
+    Arm("ft-mix+rag", "FT-mix + RAG", 9, "chunks+qa", True, "largest"),
+]
+ARMS: dict[str, Arm] = {arm.name: arm for arm in _TABLE}
+
+# Claims tested on the same questions, as (arm A, arm B): "A beats B". The paper's, then ours.
+PAIRS = [("base+rag", "base"), ("ft", "base"), ("ft-reg", "base"), ("base+rag", "ft"), ("base+rag", "ft-reg"),
+         ("ft+rag", "base+rag"), ("ft-reg+rag", "base+rag"), ("ft-par", "ft-reg"), ("ft-par+rag", "base+rag"),
+         ("ft-par", "base"), ("ft-mix", "ft-par"), ("ft-mix", "ft-reg"), ("ft-mix", "base"),
+         ("base+rag", "ft-mix"), ("ft-mix+rag", "base+rag")]
+
+_VARIANT = re.compile(r"^(?P<stem>[a-z]+(?:-[a-z]+)?)(?P<n>\d+)?(?P<rag>\+rag)?$")
+
+
+def get_arm(name: str, where: str = "arm") -> Arm:
+    """The arm called ``name``, or a ConfigError with the closest valid name."""
+    if not isinstance(name, str) or name not in ARMS:
+        raise ConfigError(f"{where}: unknown arm {name!r}{did_you_mean(str(name), ARMS)}; valid: {', '.join(ARMS)}")
+    return ARMS[name]
+
+
+def parse_arm(text: str) -> tuple[Arm, int | None]:
+    """A variant's arm and paraphrase count: ``"ft-par5+rag"`` -> (ft-par+rag, 5); ``"base"`` -> (base, None)."""
+    match = _VARIANT.match(text or "")
+    if match:
+        name = match["stem"] + (match["rag"] or "")
+        if name in ARMS and (match["n"] is None or ARMS[name].paraphrase_counts != "none"):
+            return ARMS[name], int(match["n"]) if match["n"] is not None else None
+    raise ConfigError(f"{text!r}: not an arm variant (an arm from {', '.join(ARMS)}, with its paraphrase count "
+                      "for FT-par / FT-mix, e.g. ft-par4+rag)")
+
+
+def variant(arm: Arm, n: int | None) -> str:
+    """The name cells and results use: ``variant(ARMS["ft-par+rag"], 4)`` -> ``"ft-par4+rag"``."""
+    count = str(n) if n and arm.paraphrase_counts != "none" else ""
+    return f"{arm.stem}{count}" + ("+rag" if arm.rag else "")
+
+
+def checkpoint_args(base: dict, folder: str, method: str = "full", merge: bool = False) -> dict:
+    """The model arguments that load a fine-tuned checkpoint for evaluation, in lm-eval's ``hf`` terms.
+
+    ``base``: the base model's arguments (``pretrained`` and others); ``folder``: what ``kinject
+    finetune`` wrote. LoRA: the base model plus ``peft=`` the adapter. Full (or merged LoRA): the
+    folder is a plain model; a GGUF base was de-quantised into it, so ``gguf_file`` no longer applies.
+    """
+    if method == "lora" and not merge:
+        return {**base, "peft": str(folder)}
+    return {**{k: v for k, v in base.items() if k not in ("pretrained", "gguf_file")}, "pretrained": str(folder)}

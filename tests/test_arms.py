@@ -1,0 +1,185 @@
+"""Arms as one table; each FT arm's training data (what goes in, what never does); the held-out split;
+known vs unknown on a hand-made case."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from lm_eval_kinject.arms import ARMS, checkpoint_args, parse_arm, variant
+from lm_eval_kinject.errors import ConfigError, DataError
+from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
+from lm_eval_kinject.splits import QuestionSplit, qa_text
+
+
+def test_every_arm_round_trips_through_its_variant_name():
+    orders = [arm.order for arm in ARMS.values()]
+    assert len(set(orders)) == len(orders)
+    for arm in ARMS.values():
+        for n in ([None] if arm.paraphrase_counts == "none" else [None, 3, 10]):
+            assert parse_arm(variant(arm, n)) == (arm, n)
+    assert variant(ARMS["ft-par+rag"], 4) == "ft-par4+rag" and variant(ARMS["base"], 4) == "base"
+    for bad in ("ft-reg3", "base2", "ft-bogus", "", "ft-par+rag+rag"):
+        with pytest.raises(ConfigError):
+            parse_arm(bad)
+
+
+def test_checkpoint_loading_rule_full_lora_and_merged():
+    base = {"pretrained": "/m", "gguf_file": "m.gguf", "dtype": "float32"}
+    assert checkpoint_args(base, "/ck") == {"pretrained": "/ck", "dtype": "float32"}
+    assert checkpoint_args(base, "/ck", "lora") == {**base, "peft": "/ck"}
+    assert checkpoint_args(base, "/ck", "lora", merge=True) == {"pretrained": "/ck", "dtype": "float32"}
+
+
+def test_question_split_is_by_chunk_seeded_and_complete():
+    questions = [{"id": f"q{i}", "chunk_id": f"c{i // 3}", "question": "?", "choices": list("abcd"), "answer": 0}
+                 for i in range(60)]
+    split = QuestionSplit(0.5, seed=7)
+    train, held = split.select(questions, "train"), split.select(questions, "heldout")
+    assert len(train) + len(held) == 60 and len(train) == 30
+    assert not {q["chunk_id"] for q in train} & {q["chunk_id"] for q in held}  # no chunk on both sides
+    assert split.select(questions, "train") == train  # deterministic
+    assert QuestionSplit(0.5, seed=8).select(questions, "train") != train  # the seed matters
+    with pytest.raises(DataError, match="no chunk_id"):
+        split.select([{**questions[0], "chunk_id": ""}, *questions[1:]], "train")
+    with pytest.raises(ConfigError, match="train_fraction"):
+        QuestionSplit(1.0)
+
+
+@pytest.fixture(scope="module")
+def world_kb(tmp_path_factory):
+    """A small fictional world (every fact asked) and its real KB."""
+    from lm_eval_kinject.corpus import read_source
+    from lm_eval_kinject.kb import build_kb
+
+    root = tmp_path_factory.mktemp("arms")
+    world = write_world(FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS)), root / "world")
+    kb = build_kb(read_source(world / "chunks.jsonl"), root / "kb", show_progress=False)
+    return world, kb
+
+
+def _texts(world, kb, n: int, qa: bool):
+    from lm_eval_kinject.finetune.data import qa_pairs, read_paraphrases, training_texts
+
+    pairs, _ = qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0)) if qa else (None, {})
+    return training_texts(kb, read_paraphrases(world / "paraphrases.jsonl") if n else None, n, 1, True, False,
+                          qa=pairs)
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_training_data_of_each_arm(world_kb):
+    world, kb = world_kb
+    chunks = {c["chunk_id"]: c for c in _records(world / "chunks.jsonl")}
+    paraphrases = {p["chunk_id"]: p["paraphrases"] for p in _records(world / "paraphrases.jsonl")}
+    questions = _records(world / "questions.jsonl")
+    held_out = QuestionSplit(0.5, seed=0).select(questions, "heldout")
+    trained = QuestionSplit(0.5, seed=0).select(questions, "train")
+
+    reg = _texts(world, kb, 0, qa=False)
+    assert sorted(reg.train) == sorted(f"{c['article']}\n{c['text']}" for c in chunks.values())
+    assert not any("Question:" in t for t in reg.train)
+
+    par = _texts(world, kb, 2, qa=False)
+    assert len(par.train) == 10 + 2 * 10
+    for chunk_id, texts in paraphrases.items():
+        title = chunks[chunk_id]["article"]
+        assert all(f"{title}\n{t}" in par.train for t in texts[:2])
+        assert f"{title}\n{texts[-1]}" not in par.train and f"{title}\n{texts[-1]}" in par.validation
+
+    mix = _texts(world, kb, 2, qa=True)
+    qa = [t for t in mix.train if t.startswith("Question: ")]
+    assert sorted(t for t in mix.train if not t.startswith("Question: ")) == sorted(par.train)  # FT-par's data
+    assert qa == [qa_text(q) for q in trained] and len(qa) == 25
+    assert qa[0] == f"Question: {trained[0]['question']}\nAnswer: {trained[0]['choices'][trained[0]['answer']]}"
+    every_text = "\n".join(mix.train + mix.validation)
+    for q in held_out:  # no evaluated question is ever trained on
+        assert q["question"] not in every_text, q
+    assert all(q["question"] in every_text for q in trained)
+
+
+def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
+    from lm_eval_kinject.finetune import FinetuneConfig, finetune
+
+    world, kb = world_kb
+    config = FinetuneConfig(kb=str(kb.path), out=str(tmp_path / "mix"), qa=str(world / "questions.jsonl"),
+                            qa_split_seed=0, max_steps=1, block_size=64, batch_size=2, show_progress=False)
+    data = finetune(config).metadata["data"]
+    assert (data["qa_pairs"], data["qa_train_chunks"], data["qa_heldout_chunks"]) == (25, 5, 5)
+    assert data["train_texts"] == 10 + 25 and data["qa_sha256"]
+    other = FinetuneConfig(**{**config.to_dict(), "qa_split_seed": 1})
+    assert other.run_hash("x") != config.run_hash("x")  # another split is another run
+
+
+def test_held_out_split_through_the_task(world_kb):
+    from lm_eval_kinject.questions import load_fictional
+
+    world, _ = world_kb
+    every = load_fictional(fictional_dir=str(world))["test"]
+    held = load_fictional(fictional_dir=str(world), **QuestionSplit(0.5, seed=0).metadata("heldout"))["test"]
+    assert len(every) == 50 and len(held) == 25
+    assert [r["id"] for r in held] == [q["id"] for q in QuestionSplit(0.5, 0).select(list(every), "heldout")]
+    with pytest.raises(ConfigError, match="question_split"):
+        load_fictional(fictional_dir=str(world), question_split="test")
+
+
+def test_known_unknown_on_a_hand_made_case():
+    from lm_eval_kinject.report.stats import known_unknown
+
+    base = {"doc_id": [0, 1, 2, 3, 4, 5], "correct": [1, 1, 0, 0, 0, 0]}
+    arm = {"doc_id": [5, 4, 3, 2, 1, 0, 9], "correct": [1, 1, 1, 0, 0, 1, 1]}  # doc 9: base never scored it
+    assert known_unknown(arm, base) == {"known": {"n": 2, "acc": 0.5}, "unknown": {"n": 4, "acc": 0.75}}
+    assert known_unknown(base, base) == {"known": {"n": 2, "acc": 1.0}, "unknown": {"n": 4, "acc": 0.0}}
+    assert known_unknown({"doc_id": [], "correct": []}, base)["known"] == {"n": 0, "acc": None}
+
+
+def _grid(tmp_path, experiment: str) -> str:
+    path = tmp_path / "grid.yaml"
+    path.write_text(textwrap.dedent("""\
+        models: {m: {pretrained: smollm2-135m}}
+        knowledge_bases: {w: {sources: [world/chunks.jsonl]}}
+        experiments:
+          e:
+        """) + textwrap.indent(textwrap.dedent(experiment), "    "))
+    return path
+
+
+def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
+    import shutil
+
+    from lm_eval_kinject.grid import load_grid_config
+    from lm_eval_kinject.grid.cells import expand
+
+    shutil.copytree(world_kb[0], tmp_path / "world")
+    with pytest.raises(ConfigError) as error:
+        load_grid_config(_grid(tmp_path, "{tasks: [kinject_fictional_cloze], kb: w, arms: base}"))
+    assert "arms: expected a list of arms, got str 'base'" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix, ft-mixx]}"))
+    assert "experiments.e.qa: ft-mix arms need a questions file" in str(error.value)
+    assert "arms[1]: unknown arm 'ft-mixx' (did you mean 'ft-mix'?" in str(error.value)
+    with pytest.raises(ConfigError, match="qa_split: question split train_fraction=2"):
+        load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix], qa: world/questions.jsonl, "
+                                         "qa_split: {train_fraction: 2}}"))
+    config = load_grid_config(_grid(tmp_path, """\
+        tasks: [kinject_fictional_cloze]
+        kb: w
+        arms: [base, ft-reg, ft-par, ft-mix, ft-mix+rag]
+        paraphrases: world/paraphrases.jsonl
+        n_paraphrases: [1, 2]
+        qa: world/questions.jsonl
+        control_tasks: [kinject_mmlu_cloze_anatomy_0shot]
+        """))
+    cells = expand(config)
+    main = sorted(c.arm for c in cells if c.role == "main")
+    assert main == ["base", "ft-mix2", "ft-mix2+rag", "ft-par1", "ft-par2", "ft-reg"]
+    assert all(dict(c.task_metadata) == {"question_split": "heldout", "question_split_fraction": 0.5,
+                                         "question_split_seed": 0} for c in cells if c.role == "main")
+    assert all(not c.task_metadata for c in cells if c.role == "control")  # control tasks: every question
+    mix = next(c for c in cells if c.arm == "ft-mix2")
+    assert mix.checkpoint.finetune_settings()["qa"].endswith("questions.jsonl")
+    assert mix.checkpoint.n_paraphrases == 2 and mix.checkpoint == next(c for c in cells if c.arm == "ft-mix2+rag").checkpoint
+    assert len({c.checkpoint for c in cells if c.checkpoint}) == 4  # reg, par1, par2, mix2
