@@ -339,7 +339,8 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @click.option("--out", default=Path("runs/demo"), show_default=True, type=click.Path(path_type=Path),
               help="Run folder: the world, demo.yaml (its grid config), the grid's cells and the report.")
 @click.option("--work", "work", type=click.Path(path_type=Path), hidden=True)  # the option's old name
-@click.option("--quick", is_flag=True, help="A smaller version (10 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG).")
+@click.option("--quick", is_flag=True,
+              help="A smaller version (10 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG, no control task).")
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 10).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")

@@ -76,10 +76,11 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        """A smaller version: 10 events, FT-reg, FT-par (N = 2) and FT-mix, 3 epochs, no FT+RAG."""
+        """A smaller version: 10 events, FT-reg, FT-par (N = 2) and FT-mix, 3 epochs, no FT+RAG and no control
+        task (unless one is asked for)."""
         world = FictionalConfig(seed=overrides.get("seed", 0), events=10, paraphrases=3, asked=tuple(SLOTS))
         finetune = {**cls().finetune, "epochs": 3.0}
-        return cls(**{"world": world, "n_paraphrases": (2,), "finetune": finetune,
+        return cls(**{"world": world, "n_paraphrases": (2,), "finetune": finetune, "control_tasks": (),
                       "arms": ("base", "base+rag", "ft-reg", "ft-par", "ft-mix"), **overrides})
 
 

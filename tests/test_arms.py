@@ -181,5 +181,21 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     assert all(not c.task_metadata for c in cells if c.role == "control")  # control tasks: every question
     mix = next(c for c in cells if c.arm == "ft-mix2")
     assert mix.checkpoint.finetune_settings()["qa"].endswith("questions.jsonl")
-    assert mix.checkpoint.n_paraphrases == 2 and mix.checkpoint == next(c for c in cells if c.arm == "ft-mix2+rag").checkpoint
+    assert mix.checkpoint.n_paraphrases == 2
+    assert mix.checkpoint == next(c for c in cells if c.arm == "ft-mix2+rag").checkpoint
     assert len({c.checkpoint for c in cells if c.checkpoint}) == 4  # reg, par1, par2, mix2
+
+
+def test_fact_passes_give_every_arm_the_same_readings_of_each_fact():
+    from lm_eval_kinject.finetune import FinetuneConfig
+
+    def config(**kw):
+        return FinetuneConfig(kb="kb", out="out", paraphrases="p.jsonl", **kw)
+
+    assert config(fact_passes=10, n_paraphrases=4).train_epochs == 2.0
+    assert config(fact_passes=10).train_epochs == 10.0
+    assert config(epochs=3, n_paraphrases=4).train_epochs == 3.0  # without fact_passes: the epochs as given
+    with pytest.raises(ConfigError, match="fact_passes=0: expected a number > 0"):
+        config(fact_passes=0)
+    with pytest.raises(ConfigError, match="qa_repeats=0: expected a positive integer"):
+        config(qa_repeats=0)

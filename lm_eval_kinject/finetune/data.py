@@ -88,8 +88,9 @@ def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: 
                    qa: list[str] | None = None) -> TrainingTexts:
     """The training and validation texts of a run over the KB ``kb``.
 
-    Every chunk is trained on once per epoch, and so is every QA pair of ``qa`` (mixed training). A paraphrase row matches a KB chunk by ``chunk_id``,
-    or a KB document by ``doc_id`` when the KB builder split that document into several chunks.
+    Every chunk is trained on once per epoch, and so is every QA pair of ``qa`` (mixed training). A
+    paraphrase row matches a KB chunk by ``chunk_id``, or a KB document by ``doc_id`` when the KB
+    builder split that document into several chunks.
     Of each row, the last ``val_paraphrases`` are held out for validation and the first
     ``n_paraphrases`` of the rest are trained on.
 
