@@ -54,7 +54,7 @@ class DemoConfig:
     retriever: str = "bm25"
     k: int = 1
     batch_size: int = 8
-    limit: int | None = None  # questions evaluated (None: all of the held-out split)
+    limit: int | None = None  # questions evaluated per cell (None: all)
     control_tasks: tuple[str, ...] | None = None  # None: the MMLU anatomy cloze task when MMLU data is at hand
     seed: int = 0
 
@@ -154,7 +154,7 @@ def _world(config: DemoConfig, out: Path) -> Path:
 
 
 def run_demo(config: DemoConfig, show_progress: bool = True):
-    """Run (or finish) the demo into ``config.out``; returns the ``Report`` written there."""
+    """Run (or finish) the demo into ``config.out``; returns the ``GridRun`` and the ``Report`` written there."""
     import yaml
 
     from lm_eval_kinject.artifacts import write_text_atomic
