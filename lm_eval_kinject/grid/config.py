@@ -254,9 +254,11 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     spec = check.keys(where, spec, EXPERIMENT_KEYS)
     tasks = _list(check, f"{where}.tasks", spec.get("tasks"), "lm-eval task names")
     arms = _list(check, f"{where}.arms", spec.get("arms"), "arms")
-    if not tasks or not all(isinstance(t, str) for t in tasks):
-        check.error(f"{where}.tasks", "expected a list of lm-eval task names")
-    if not arms:
+    # a value that is not a list was reported by _list; these catch an empty list or non-string items
+    if isinstance(spec.get("tasks"), list) or spec.get("tasks") is None:
+        if not tasks or not all(isinstance(t, str) for t in tasks):
+            check.error(f"{where}.tasks", "expected a list of lm-eval task names")
+    if not arms and (isinstance(spec.get("arms"), list) or spec.get("arms") is None):
         check.error(f"{where}.arms", f"expected a list of arms from: {', '.join(ARMS)}")
     known = []
     for i, arm in enumerate(arms):
