@@ -69,10 +69,49 @@ class _PostImportFinder:
         return None
 
 
+DEBUG_ENV = "KINJECT_DEBUG"
+
+
+def _kinject_error(error: BaseException | None):
+    """The KinjectError that ``error`` is or was raised from (lm-eval and datasets re-raise), or None."""
+    from lm_eval_kinject.errors import KinjectError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KinjectError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """Under the stock ``lm_eval`` CLI, print this package's errors as one line, not a traceback.
+
+    A :class:`~lm_eval_kinject.errors.KinjectError` (bad model_args, a broken KB or data folder, ...)
+    becomes ``lm_eval: error: <message>`` on stderr, exit status 1; ``KINJECT_DEBUG=1`` keeps the
+    traceback. Every other exception goes to the previous hook untouched.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_kinject", False):
+        return
+
+    def hook(kind, value, traceback):
+        error = _kinject_error(value)
+        if error is None or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            return previous(kind, value, traceback)
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        sys.stderr.write(f"{program}: error: {error} ({DEBUG_ENV}=1 shows the traceback)\n")
+
+    hook._kinject = True
+    sys.excepthook = hook
+
+
 def _on_models_loaded(module) -> None:
     from lm_eval_kinject.registration import register_model
 
     register_model()
+    install_excepthook()  # lm_eval.models is imported by every lm_eval run: its errors become one line
 
 
 def _on_task_manager_loaded(module) -> None:

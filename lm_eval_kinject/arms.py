@@ -104,13 +104,20 @@ def variant(arm: Arm, n: int | None) -> str:
     return f"{arm.stem}{count}" + ("+rag" if arm.rag else "")
 
 
-def checkpoint_args(base: dict, folder: str, method: str = "full", merge: bool = False) -> dict:
-    """The model arguments that load a fine-tuned checkpoint for evaluation, in lm-eval's ``hf`` terms.
+def checkpoint_args(base: dict, folder: str, method: str = "full", merge: bool = False, backend: str = "hf",
+                    lora_r: int = 16) -> dict:
+    """The model arguments that load a fine-tuned checkpoint for evaluation on ``backend``.
 
     ``base``: the base model's arguments (``pretrained`` and others); ``folder``: what ``kinject
-    finetune`` wrote. LoRA: the base model plus ``peft=`` the adapter. Full (or merged LoRA): the
-    folder is a plain model; a GGUF base was de-quantised into it, so ``gguf_file`` no longer applies.
+    finetune`` wrote. LoRA: the base model plus the adapter (``peft=`` on ``hf``, ``lora_local_path=``
+    on ``vllm``). Full (or merged LoRA): the folder is a plain model; a GGUF base was de-quantised
+    into it, so ``gguf_file`` no longer applies. The ``api`` backend evaluates a served model only.
     """
+    if backend == "api":
+        raise ConfigError("the api backend evaluates the model its server serves; fine-tuned arms need the hf or "
+                          "vllm backend (or serve the checkpoint and evaluate it as a base model)")
     if method == "lora" and not merge:
+        if backend == "vllm":  # vLLM serves adapters up to max_lora_rank (lm-eval's default 16)
+            return {**base, "lora_local_path": str(folder), "max_lora_rank": max(16, lora_r)}
         return {**base, "peft": str(folder)}
     return {**{k: v for k, v in base.items() if k not in ("pretrained", "gguf_file")}, "pretrained": str(folder)}

@@ -19,7 +19,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_dir", "library_versions", "sha256_file", "plain_model", "save_plain_checkpoint", "write_json_atomic",
+__all__ = ["atomic_dir", "remove_stale_staging", "library_versions", "sha256_file", "plain_model", "save_plain_checkpoint", "write_json_atomic",
            "write_jsonl_atomic", "write_text_atomic"]
 
 
@@ -74,6 +74,31 @@ def library_versions(names=("torch", "transformers", "peft", "accelerate", "lm-e
     return versions
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging folders (``.NAME.tmp-PID``, ``.NAME.old-PID``) that killed writers of ``out_dir`` left.
+
+    A folder whose process is still running is kept (it may be writing now). Returns what was removed.
+    """
+    removed = []
+    for stale in Path(out_dir).parent.glob(f".{Path(out_dir).name}.*-*"):
+        kind, _, pid = stale.name.rpartition("-")
+        if not kind.endswith((".tmp", ".old")) or not pid.isdigit() or not stale.is_dir():
+            continue
+        if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
 @contextmanager
 def atomic_dir(out_dir: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``out_dir``; on success it replaces ``out_dir``.
@@ -82,6 +107,7 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

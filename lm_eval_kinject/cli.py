@@ -12,6 +12,7 @@ from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.errors import KinjectError
 from lm_eval_kinject.finetune.config import FinetuneConfig
 from lm_eval_kinject.generate import cli as _generate_cli
+from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER, SEARCH_RETRIEVERS, RetrieverConfig
 
 
 def run_lm_eval(argv: list[str]) -> int:
@@ -141,10 +142,13 @@ def _int_list(ctx, param, value: str) -> list[int]:
 @click.option("--hnsw-ef-search", default=64, show_default=True,
               help="HNSW search beam stored as the KB's default (recall vs speed: see the README).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the HNSW graph construction.")
+@click.option("--only-chunks-of", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A questions JSONL (with chunk_id): keep only the documents its questions are about "
+                   "(e.g. a training KB for fine-tuning on a CPU budget).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing KB at --out.")
 def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field, title_field, text_field,
              wikipedia_dump, titles, category, hf_dataset, hf_split, mediawiki, exact_below, hnsw_m,
-             hnsw_ef_construction, hnsw_ef_search, seed, overwrite) -> None:
+             hnsw_ef_construction, hnsw_ef_search, seed, only_chunks_of, overwrite) -> None:
     """Build a knowledge base from JSONL files, folders, a Wikipedia dump, a HF dataset or MediaWiki."""
     from itertools import chain
 
@@ -169,7 +173,11 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
     config = KBConfig.from_options(chunk_tokens=chunk_tokens, overlap=overlap, tokenizer=tokenizer, embedder=embedder,
                                    exact_below=exact_below, seed=seed, hnsw_m=hnsw_m,
                                    hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search)
-    built = build_kb(chain(*streams), out, config, sources=names, overwrite=overwrite)
+    documents = chain(*streams)
+    if only_chunks_of:
+        documents = corpus.only_chunks_of(documents, only_chunks_of)
+        names.append(f"only chunks of {only_chunks_of}")
+    built = build_kb(documents, out, config, sources=names, overwrite=overwrite)
     counts = built.manifest["counts"]
     click.echo(f"{out}: {counts['chunks']} chunks from {counts['documents']} documents "
                f"({counts['empty_skipped']} empty skipped, {counts['duplicate_documents']} duplicate documents, "
@@ -183,17 +191,22 @@ EF_SEARCH_HELP = "HNSW search beam for this run instead of the KB's (KBs of --ex
 @click.argument("kb_path", type=click.Path(path_type=Path))
 @click.argument("query")
 @click.option("-k", default=5, show_default=True, help="Number of chunks.")
-@click.option("--retriever", default="hybrid", show_default=True, type=click.Choice(["bm25", "dense", "hybrid"]))
+@click.option("--retriever", default=DEFAULT_RETRIEVER, show_default=True, type=click.Choice(SEARCH_RETRIEVERS))
+@click.option("--fusion-depth", default=RetrieverConfig.fusion_depth, show_default=True, type=click.IntRange(min=1),
+              help="hybrid: how deep the BM25 and dense rankings enter the fusion.")
+@click.option("--rrf-k", default=RetrieverConfig.rrf_k, show_default=True, type=click.IntRange(min=1),
+              help="hybrid: the reciprocal rank fusion constant.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.option("--ef-search", type=click.IntRange(min=1), help=EF_SEARCH_HELP)
-def kb_search(kb_path, query, k, retriever, as_json, ef_search) -> None:
+def kb_search(kb_path, query, k, retriever, fusion_depth, rrf_k, as_json, ef_search) -> None:
     """Print the top-k chunks for QUERY."""
     import json
 
     from lm_eval_kinject.kb import KnowledgeBase
+    from lm_eval_kinject.retrieval import build_retriever
 
     base = KnowledgeBase.load(kb_path, ef_search=ef_search)
-    hits = base.search(query, k=k, retriever=retriever)
+    hits = build_retriever(base, RetrieverConfig(retriever, fusion_depth, rrf_k)).retrieve([query], k)
     for rank, (chunk_id, score) in enumerate(zip(hits.ids[0], hits.scores[0]), start=1):
         chunk = base.chunk(chunk_id)
         if as_json:
@@ -214,11 +227,27 @@ def kb_search(kb_path, query, k, retriever, as_json, ef_search) -> None:
 def kb_eval(kb_path, questions, ks, retrievers, with_options, ef_search) -> None:
     """Recall@k and MRR of the gold chunk_id of each question in QUESTIONS (questions.jsonl)."""
     from lm_eval_kinject.kb import KnowledgeBase
-    from lm_eval_kinject.retrieval_eval import evaluate_retrieval, format_table
+    from lm_eval_kinject.retrieval_eval import evaluate_retrieval, format_table, skipped_note
 
     base = KnowledgeBase.load(kb_path, ef_search=ef_search)
     rows = evaluate_retrieval(base, questions, ks, [r.strip() for r in retrievers.split(",")], with_options)
     click.echo(format_table(rows, ks))
+    note = skipped_note(rows)
+    if note:
+        click.echo(note)
+
+
+@kb.command("verify")
+@click.argument("kb_path", type=click.Path(path_type=Path))
+def kb_verify(kb_path) -> None:
+    """Check a KB in full: counts, the chunks' fingerprint and every file's SHA-256 against the manifest."""
+    from lm_eval_kinject.errors import DataError
+    from lm_eval_kinject.kb import verify_kb
+
+    problems = verify_kb(kb_path)
+    if problems:
+        raise DataError(f"{kb_path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    click.echo(f"{kb_path}: OK (counts, fingerprint and file checksums match the manifest)")
 
 
 @kb.command("info")
@@ -350,7 +379,7 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @click.option("--epochs", type=float, help="Epochs of every FT arm [default: 4; --quick: 3].")
 @click.option("--fact-passes", type=float, help="Instead of --epochs: how often every fact is read in training, "
               "whatever N (equal token budgets for FT-reg and FT-par).")
-@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid"]), help="[default: bm25]")
+@click.option("--retriever", type=click.Choice(list(SEARCH_RETRIEVERS)), help=f"[default: {DEFAULT_RETRIEVER}]")
 @click.option("-k", type=click.IntRange(1), help="Chunks retrieved per question [default: 1].")
 @click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N (held-out) questions.")
 @click.option("--control-task", "control_tasks", multiple=True, help="Task that measures forgetting (repeatable; "
@@ -409,11 +438,12 @@ def grid_(config_file, out, check, no_retry, models) -> None:
     """
     from lm_eval_kinject.grid import load_grid_config, run_grid
     from lm_eval_kinject.grid.cells import expand
-    from lm_eval_kinject.grid.runner import cell_status, check_tasks
+    from lm_eval_kinject.grid.runner import cell_status, check_models, check_tasks
 
     config = load_grid_config(config_file)
     cells = expand(config)
     if check:
+        check_models(config)
         check_tasks(config)
         for cell in cells:
             status = cell_status(out / "cells" / cell.hash(config)) or "pending"

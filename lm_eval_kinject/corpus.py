@@ -20,7 +20,7 @@ from lm_eval_kinject.records import read_jsonl
 logger = logging.getLogger(__name__)
 
 __all__ = ["Document", "JsonlFields", "read_source", "read_jsonl_corpus", "read_folder", "read_wikipedia_dump",
-           "read_hf_dataset", "read_mediawiki", "wikitext_to_text", "TEXT_SUFFIXES"]
+           "read_hf_dataset", "read_mediawiki", "wikitext_to_text", "only_chunks_of", "TEXT_SUFFIXES"]
 
 TEXT_SUFFIXES = (".txt", ".md", ".html", ".htm")
 
@@ -227,3 +227,31 @@ def read_source(source: str | Path, fields: JsonlFields = JsonlFields()) -> Iter
 def read_sources(sources: Iterable[str | Path], fields: JsonlFields = JsonlFields()) -> Iterator[Document]:
     for source in sources:
         yield from read_source(source, fields)
+
+
+def only_chunks_of(documents: Iterable[Document], questions: str | Path) -> Iterator[Document]:
+    """The documents that the questions of ``questions`` (a questions JSONL with ``chunk_id``) are about.
+
+    A document is kept when its id is a question's ``chunk_id``, or when a ``chunk_id`` is one of its
+    chunks (``<doc id>#<n>``). Used to fine-tune on the part of a corpus that is asked about, while
+    retrieval reads all of it (a CPU budget cannot fine-tune on a whole corpus). Raises when no
+    document is kept; logs how many question chunks were not found.
+    """
+    from lm_eval_kinject.questions import read_current_events_questions
+
+    questions = Path(questions)
+    wanted = {q["chunk_id"] for q in read_current_events_questions(questions) if q["chunk_id"]}
+    if not wanted:
+        raise DataError(f"{questions}: no question has a chunk_id; cannot select the chunks it asks about")
+    parents = {chunk_id.rsplit("#", 1)[0] for chunk_id in wanted if "#" in chunk_id}
+    found: set[str] = set()
+    for document in documents:
+        if document.doc_id in wanted or document.doc_id in parents:
+            found.add(document.doc_id)
+            yield document
+    missing = {c for c in wanted if c not in found and c.rsplit("#", 1)[0] not in found}
+    if not found:
+        raise DataError(f"{questions}: none of its {len(wanted)} chunk ids is a document of the sources")
+    if missing:
+        logger.warning("%s: %d of %d question chunk ids are not in the sources (e.g. %r)", questions, len(missing),
+                       len(wanted), sorted(missing)[0])

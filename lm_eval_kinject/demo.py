@@ -17,6 +17,7 @@ from pathlib import Path
 from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.errors import ConfigError
 from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
+from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class DemoConfig:
         "learning_rate": 5e-4,
         # Chunks are ~80 tokens: short blocks give enough optimiser steps.
         "block_size": 128, "batch_size": 4, "logging_steps": 5, "save_steps": 50})
-    retriever: str = "bm25"
+    retriever: str = DEFAULT_RETRIEVER
     k: int = 1
     batch_size: int = 8
     limit: int | None = None  # questions evaluated per cell (None: all)

@@ -9,6 +9,7 @@ old KB intact or nothing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_eval_kinject import __version__
-from lm_eval_kinject.artifacts import atomic_dir, library_versions
+from lm_eval_kinject.artifacts import atomic_dir, library_versions, sha256_file
 from lm_eval_kinject.chunking import Chunk, ChunkConfig, chunk_documents
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-__all__ = ["FORMAT_VERSION", "KBConfig", "KnowledgeBase", "build_kb", "is_kb", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "KBConfig", "KnowledgeBase", "build_kb", "is_kb", "read_manifest", "verify_kb"]
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,18 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
     """
     out = Path(out)
     if out.exists():
-        if not overwrite:
-            raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-        if not is_kb(out) and any(out.iterdir()):
-            raise ConfigError(f"{out} exists and is not a knowledge base; refusing to replace it")
+        if out.is_dir() and not is_kb(out) and any(out.iterdir()):
+            raise ConfigError(f"{out} exists and is not a knowledge base (no {MANIFEST}); refusing to replace it: "
+                              "choose another --out or remove the folder")
+        if not out.is_dir():
+            raise ConfigError(f"{out} exists and is a file, not a folder; choose another --out")
+        if not overwrite and is_kb(out):
+            raise ConfigError(f"{out} already holds a knowledge base; pass --overwrite to replace it")
     started = time.time()
+    # the first document before the embedder (~20 s to load): a missing or malformed source fails at once
+    documents = iter(documents)
+    first = next(documents, None)
+    documents = itertools.chain([first] if first is not None else [], documents)
     embedder = load_embedder(config.dense.embedder)
     tokenizer_name = config.chunk.tokenizer
     if tokenizer_name == "embedder":
@@ -125,6 +133,7 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
             "counts": asdict(stats), "libraries": library_versions(
                 ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval")),
             "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "sha256": {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     logger.info("knowledge base with %d chunks written to %s", len(chunks), out)
@@ -147,8 +156,8 @@ class KnowledgeBase:
         self.path, self.manifest, self.chunks = path, manifest, chunks
         self._positions = {c.chunk_id: i for i, c in enumerate(chunks)}
         self._ids = np.array([c.chunk_id for c in chunks], dtype=object)
-        self.bm25_config = BM25Config(**manifest["bm25"])
-        self.dense_config = DenseConfig(**manifest["dense"])
+        self.bm25_config = _manifest_block(BM25Config, manifest, "bm25", path)
+        self.dense_config = _manifest_block(DenseConfig, manifest, "dense", path)
         self._embedder, self._bm25, self._hnsw, self._embeddings = embedder, None, None, None
 
     @classmethod
@@ -175,9 +184,7 @@ class KnowledgeBase:
             raise ConfigError(f"{path} was chunked with tokenizer {manifest['tokenizer']!r}, not {tokenizer!r}")
         fields = {"chunk_id": str, "article": str, "text": str, "doc_id": str}
         chunks = [Chunk(**{k: r[k] for k in fields}) for _, r in read_jsonl(path / "chunks.jsonl", fields)]
-        if len(chunks) != manifest["counts"]["chunks"]:
-            raise KinjectError(f"{path}: chunks.jsonl has {len(chunks)} chunks, the manifest says "
-                               f"{manifest['counts']['chunks']}; the KB is damaged, rebuild it")
+        _check_consistent(path, manifest, chunks)
         base = cls(path, manifest, chunks, embedder)
         if ef_search is not None:
             base.dense_config = replace(base.dense_config, hnsw_ef_search=ef_search)  # validated there
@@ -219,12 +226,64 @@ class KnowledgeBase:
             self._embedder = load_embedder(self.manifest["embedder"]["name"])
         return embed(self._embedder, queries, self.dense_config.batch_size)
 
-    def search(self, queries: str | list[str], k: int = 5, retriever: str = "hybrid"):
-        """Top-``k`` chunks for one query or a batch: :class:`~lm_eval_kinject.retrieval.Hits`."""
-        from lm_eval_kinject.retrieval import make_retriever
 
-        batch = [queries] if isinstance(queries, str) else list(queries)
-        return make_retriever(self, retriever).retrieve(batch, k)
+
+def _manifest_block(config_class, manifest: dict, key: str, path: Path):
+    """A config dataclass from the manifest's ``key`` block; an unknown or bad key names the manifest."""
+    from dataclasses import fields
+
+    block = manifest[key]
+    valid = {f.name for f in fields(config_class)}
+    unknown = sorted(set(block) - valid)
+    if unknown:
+        raise KinjectError(f"{path / MANIFEST}: unknown key(s) {unknown} in its {key!r} block (valid: "
+                           f"{', '.join(sorted(valid))}); the manifest was edited or is from another tool")
+    try:
+        return config_class(**block)
+    except ConfigError as error:
+        raise KinjectError(f"{path / MANIFEST}: {key}: {error}") from None
+
+
+def _check_consistent(path: Path, manifest: dict, chunks: list[Chunk]) -> None:
+    """Chunks, embedding rows and BM25 documents agree in number, and the chunks are the ones fingerprinted.
+
+    Cheap (the embeddings are read as a memory map, only their shape): a KB that lost or changed a
+    chunk would otherwise return the ids of its neighbours for every hit after the change.
+    """
+    damaged = "; the KB is damaged, rebuild it (kinject kb verify checks every file)"
+    counts = {"chunks.jsonl": len(chunks), f"{MANIFEST} counts.chunks": manifest["counts"]["chunks"]}
+    try:
+        embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        counts["embeddings.npy rows"] = int(embeddings.shape[0])
+        params = json.loads((path / "bm25" / "params.index.json").read_text(encoding="utf-8"))
+        counts["bm25 documents"] = int(params["num_docs"])
+    except (OSError, ValueError, KeyError) as error:
+        raise KinjectError(f"{path}: cannot read its indexes ({type(error).__name__}: {error}){damaged}") from None
+    if len(set(counts.values())) > 1:
+        raise KinjectError(f"{path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" disagree{damaged}")
+    if embeddings.ndim != 2 or embeddings.shape[1] != manifest["embedder"]["dimension"]:
+        raise KinjectError(f"{path}: embeddings.npy has shape {embeddings.shape}, expected (n, "
+                           f"{manifest['embedder']['dimension']}){damaged}")
+    if _fingerprint(chunks) != manifest["fingerprint"]:
+        raise KinjectError(f"{path}: chunks.jsonl does not match the manifest's fingerprint (a chunk was edited, "
+                           f"added, removed or reordered){damaged}")
+
+
+def verify_kb(path: Path) -> list[str]:
+    """Every problem of the KB folder ``path``: load checks, then each file's SHA-256 against the manifest.
+
+    KBs built before the manifest recorded SHA-256s are checked by size and fingerprint only.
+    """
+    path = Path(path)
+    try:
+        manifest = KnowledgeBase.load(path).manifest
+    except KinjectError as error:
+        return [str(error)]
+    problems = []
+    for name, digest in manifest.get("sha256", {}).items():
+        if sha256_file(path / name) != digest:
+            problems.append(f"{path / name}: content differs from the manifest's SHA-256 (edited after the build)")
+    return problems
 
 
 def read_manifest(path: Path) -> dict:
@@ -243,6 +302,10 @@ def read_manifest(path: Path) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise KinjectError(f"{path}: KB format version {version!r} is newer than this lm-eval-kinject "
                            f"({__version__}) reads ({FORMAT_VERSION}); upgrade lm-eval-kinject")
+    missing = [key for key in ("fingerprint", "counts", "embedder", "bm25", "dense", "hnsw", "tokenizer")
+               if key not in manifest]
+    if missing:
+        raise KinjectError(f"{manifest_path}: missing key(s) {missing}; the manifest is damaged, rebuild the KB")
     for name, size in manifest.get("files", {}).items():
         file = path / name
         if not file.is_file() or file.stat().st_size != size:

@@ -26,7 +26,6 @@ CURRENT_EVENTS_DIR_ENV = "KINJECT_CURRENT_EVENTS_DIR"
 FICTIONAL_DIR_ENV = "KINJECT_FICTIONAL_DIR"
 N_CHOICES = 4
 _LETTERS = "ABCD"
-_EXPORT_HEADER = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
 
 __all__ = ["MMLU_SUBJECTS", "load_mmlu", "load_current_events", "load_fictional", "read_mmlu_csv",
            "read_current_events_questions", "find_data_dir"]
@@ -63,11 +62,14 @@ def read_mmlu_csv(path: Path, subject: str) -> list[dict]:
     path = Path(path)
     rows: list[dict] = []
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: a leading byte-order mark is dropped
             reader = csv.reader(fh)
             first = next(reader, None)
             cells = [c.strip() for c in first or []]
-            has_header = len(cells) in (6, 7) and cells[-6:] == list(_EXPORT_HEADER)
+            lowered = [c.lower() for c in cells[-6:]]
+            # a header row: the export's (question, choice0..3, answer: 0-3) or a lettered one (question, A..D, answer)
+            has_header = len(cells) in (6, 7) and lowered[0] == "question" and lowered[-1] == "answer"
+            lettered_header = has_header and lowered[1:5] == ["a", "b", "c", "d"]
             drop_index = has_header and len(cells) == 7
             body = reader if has_header else itertools.chain([first] if first else [], reader)
             for record in body:
@@ -79,7 +81,8 @@ def read_mmlu_csv(path: Path, subject: str) -> list[dict]:
                                     f"got {len(record)}")
                 rows.append({"question": record[0], "subject": subject,
                              "choices": record[1:1 + N_CHOICES],
-                             "answer": _parse_answer(record[-1], letters=not has_header, where=where)})
+                             "answer": _parse_answer(record[-1], letters=not has_header or lettered_header,
+                                                     where=where)})
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 (byte offset {exc.start})") from None
     if not rows:

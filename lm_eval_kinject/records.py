@@ -30,12 +30,18 @@ def read_jsonl(path: Path, required: dict[str, type | tuple[type, ...]]) -> Iter
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}:{number}: not UTF-8 (byte offset {offset + exc.start})") from None
             offset += len(raw)
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
+            if "\r" in line.rstrip("\r\n"):
+                raise DataError(f"{path}:{number}: a line ends in a lone carriage return (classic Mac line endings); "
+                                "expected one JSON object per line, ending in LF or CRLF")
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                message = exc.msg.removesuffix(" at")  # "Invalid control character at" + our "at column"
+                raise DataError(f"{path}:{number}: not valid JSON ({message} at column {exc.colno})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             for name, kind in required.items():

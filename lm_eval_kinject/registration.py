@@ -15,10 +15,13 @@ import json
 from importlib import resources
 from pathlib import Path
 
-MODEL_NAME = "kinject-rag"
-MODEL_TARGET = "lm_eval_kinject.rag_lm:KinjectRAGLM"
+from lm_eval_kinject.backends import BACKENDS
 
-__all__ = ["MODEL_NAME", "task_dirs", "register_model", "add_task_dirs_to", "ensure_registered", "task_manager"]
+MODEL_NAME = BACKENDS["hf"].model
+# every kinject lm-eval model: kinject-rag (hf), kinject-rag-vllm, kinject-rag-api
+MODELS = {backend.model: backend.target for backend in BACKENDS.values()}
+
+__all__ = ["MODEL_NAME", "MODELS", "task_dirs", "register_model", "add_task_dirs_to", "ensure_registered", "task_manager"]
 
 
 def task_dirs() -> list[Path]:
@@ -40,18 +43,23 @@ def _reads_entry_points(module, group: str) -> bool:
 
 
 def register_model() -> bool:
-    """Register ``kinject-rag`` as a lazy placeholder; return False when already known.
+    """Register the kinject models as lazy placeholders; return False when nothing was needed.
 
     Imports ``lm_eval.models`` first so that lm_eval's built-in models are registered before ours
-    (the registry skips its own lazy import once it is non-empty).
+    (the registry skips its own lazy import once it is non-empty). A placeholder imports its module
+    only when lm-eval builds that model, so a missing vLLM matters only to ``kinject-rag-vllm``.
     """
     import lm_eval.models  # noqa: F401  (registers hf, vllm, ...)
     from lm_eval.api import registry
 
-    if MODEL_NAME in registry.model_registry or _reads_entry_points(registry, "lm_eval.models"):
+    if _reads_entry_points(registry, "lm_eval.models"):
         return False
-    registry.model_registry.register(MODEL_NAME, target=MODEL_TARGET)
-    return True
+    added = False
+    for name, target in MODELS.items():
+        if name not in registry.model_registry:
+            registry.model_registry.register(name, target=target)
+            added = True
+    return added
 
 
 def _as_list(include_path) -> list:

@@ -6,9 +6,9 @@ from pathlib import Path
 from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.kb import KnowledgeBase
 from lm_eval_kinject.questions import read_current_events_questions
-from lm_eval_kinject.retrieval import make_retriever, mean_reciprocal_rank, recall_at_k
+from lm_eval_kinject.retrieval import build_retriever, mean_reciprocal_rank, recall_at_k
 
-__all__ = ["evaluate_retrieval", "format_table", "question_query"]
+__all__ = ["evaluate_retrieval", "format_table", "skipped_note", "question_query"]
 
 
 def question_query(question: dict, with_options: bool = False) -> str:
@@ -25,7 +25,8 @@ def evaluate_retrieval(kb: KnowledgeBase, questions_path: Path, ks: list[int], r
     Raises:
         DataError: no question has a gold ``chunk_id`` that the KB holds.
     """
-    questions = [q for q in read_current_events_questions(questions_path) if q["chunk_id"]]
+    every = read_current_events_questions(questions_path)
+    questions = [q for q in every if q["chunk_id"]]
     missing = [q["chunk_id"] for q in questions if not kb.has_chunk(q["chunk_id"])]
     if not questions or len(missing) == len(questions):
         raise DataError(f"{questions_path}: no question has a gold chunk_id present in {kb.path}")
@@ -34,12 +35,26 @@ def evaluate_retrieval(kb: KnowledgeBase, questions_path: Path, ks: list[int], r
     gold = [q["chunk_id"] for q in questions]
     rows = []
     for name in retrievers:
-        hits = make_retriever(kb, name).retrieve(queries, max(ks))
+        hits = build_retriever(kb, name).retrieve(queries, max(ks), gold=gold)
         row = {"retriever": name, "questions": len(questions), "missing_gold": len(missing),
+               "no_gold": len(every) - len(questions) - len(missing), "example_missing": missing[0] if missing else None,
                "mrr": mean_reciprocal_rank(hits.ids, gold)}
         row.update({f"recall@{k}": recall_at_k(hits.ids, gold, k) for k in ks})
         rows.append(row)
     return rows
+
+
+def skipped_note(rows: list[dict]) -> str:
+    """What the table leaves out and why (empty when every question was scored)."""
+    if not rows:
+        return ""
+    row, notes = rows[0], []
+    if row["missing_gold"]:
+        notes.append(f"{row['missing_gold']} question(s) skipped: their gold chunk_id is not in the KB "
+                     f"(e.g. {row['example_missing']!r})")
+    if row["no_gold"]:
+        notes.append(f"{row['no_gold']} question(s) skipped: no chunk_id")
+    return "; ".join(notes)
 
 
 def format_table(rows: list[dict], ks: list[int]) -> str:

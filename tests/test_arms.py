@@ -30,6 +30,12 @@ def test_checkpoint_loading_rule_full_lora_and_merged():
     assert checkpoint_args(base, "/ck") == {"pretrained": "/ck", "dtype": "float32"}
     assert checkpoint_args(base, "/ck", "lora") == {**base, "peft": "/ck"}
     assert checkpoint_args(base, "/ck", "lora", merge=True) == {"pretrained": "/ck", "dtype": "float32"}
+    # vLLM: the adapter as lora_local_path, its rank allowed; the api backend cannot load a checkpoint
+    assert checkpoint_args(base, "/ck", "lora", backend="vllm", lora_r=64) == \
+        {**base, "lora_local_path": "/ck", "max_lora_rank": 64}
+    assert checkpoint_args(base, "/ck", backend="vllm") == {"pretrained": "/ck", "dtype": "float32"}
+    with pytest.raises(ConfigError, match="the api backend evaluates the model its server serves"):
+        checkpoint_args(base, "/ck", backend="api")
 
 
 def test_question_split_is_by_chunk_seeded_and_complete():

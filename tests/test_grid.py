@@ -3,6 +3,7 @@ two real (very short) fine-tunings, a cell that really fails; resume, report, fi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 
@@ -19,6 +20,9 @@ TINY = textwrap.dedent(f"""\
     task_metadata: {{current_events_dir: "${{data}}/current_events_sample", mmlu_dir: "${{data}}/mmlu"}}
     knowledge_bases:
       current_events: {{sources: ["${{data}}/current_events_sample/chunks.jsonl"]}}
+      asked:
+        sources: ["${{data}}/current_events_sample/chunks.jsonl"]
+        only_chunks_of: ${{data}}/current_events_sample/questions.jsonl
     retrieval: {{retriever: bm25, k: 2}}
     finetune: {{max_steps: 2, block_size: 64, batch_size: 2}}
     lm_eval: {{batch_size: 8, limit: 6}}
@@ -27,6 +31,7 @@ TINY = textwrap.dedent(f"""\
         title: Current events (tiny)
         tasks: [current_events_cloze]
         kb: current_events
+        train_kb: asked
         paraphrases: ${{data}}/current_events_sample/paraphrases.jsonl
         n_paraphrases: [1]
         arms: [base, base+rag, ft-reg, ft-par]
@@ -50,7 +55,7 @@ def _config(tmp_path, text: str = TINY):
 
 def test_config_errors_name_every_problem_with_its_key(tmp_path):
     bad = TINY.replace("arms: [base, base+rag, ft-reg, ft-par]", "arms: [base, base+rag, ft-regg, ft-par]")
-    bad = bad.replace("    kb: current_events\n    paraphrases:", "    paraphrases:")  # RAG without a KB
+    bad = bad.replace("    kb: current_events\n    train_kb: asked\n", "")  # RAG without a KB
     bad = bad.replace("finetune: {max_steps: 2,", "finetune: {max_step: 2,").replace("lm_eval:", "lm_evall:")
     with pytest.raises(ConfigError) as error:
         _config(tmp_path, bad)
@@ -66,6 +71,56 @@ def test_config_errors_name_every_problem_with_its_key(tmp_path):
     assert str(tmp_path / "grid.yaml") in message
     with pytest.raises(ConfigError, match=r"\$\{nowhere\} is neither a vars: entry nor an environment variable"):
         _config(tmp_path, TINY.replace("${data}/mmlu", "${nowhere}/mmlu"))
+
+
+def test_training_kb_options_are_checked(tmp_path):
+    bad = TINY.replace("train_kb: asked", "train_kb: askd").replace(
+        "only_chunks_of: ${data}/current_events_sample/questions.jsonl", "only_chunks_of: ${data}/nowhere.jsonl")
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, bad)
+    message = str(error.value)
+    assert "experiments.ce.train_kb: 'askd' is not in knowledge_bases (did you mean 'asked'?)" in message
+    assert f"knowledge_bases.asked.only_chunks_of: {SHARED_DATA}/nowhere.jsonl: no such questions file" in message
+
+
+@pytest.mark.parametrize("block,expected", [
+    ("{limit: eight}", "lm_eval.limit: 'eight': expected a positive number of questions"),
+    ("{limit: -3}", "lm_eval.limit: -3: expected a positive number of questions"),
+    ("{batch_size: eight}", "lm_eval.batch_size: 'eight': expected a positive integer, 'auto' or 'auto:N'"),
+    ("{backend: vlm}", "lm_eval.backend: 'vlm': expected one of hf, vllm, api"),
+])
+def test_lm_eval_block_types_are_checked_before_any_cell(tmp_path, block, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        _config(tmp_path, TINY.replace("lm_eval: {batch_size: 8, limit: 6}", f"lm_eval: {block}"))
+
+
+def test_backend_models_and_arms_are_checked(tmp_path):
+    from lm_eval_kinject.grid.runner import check_models
+
+    config = _config(tmp_path, TINY.replace("lm_eval: {batch_size: 8, limit: 6}", "lm_eval: {backend: api}"))
+    with pytest.raises(ConfigError, match=r"lm_eval.backend: 'api' evaluates the served model only; arms "
+                                          r"\['ft-par', 'ft-reg'\] need a fine-tuned checkpoint"):
+        check_models(config)
+    bad = TINY.replace("smollm2-135m: {pretrained: smollm2-135m}", "smollm2-135m: {pretrained: smollm2-135m, dtyp: x}")
+    with pytest.raises(ConfigError, match=r"models.smollm2-135m.dtyp: not a kinject-rag argument \(did you mean "
+                                          r"'dtype'\?\)"):
+        check_models(_config(tmp_path, bad))
+    with pytest.raises(ConfigError, match=r"models.smollm2-135m: \['k'\] are retrieval settings"):
+        _config(tmp_path, TINY.replace("{pretrained: smollm2-135m}", "{pretrained: smollm2-135m, k: 3}"))
+
+
+def test_only_chunks_of_keeps_the_documents_questions_ask_about(tmp_path, caplog):
+    from lm_eval_kinject.corpus import Document, only_chunks_of
+
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": f"q{i}", "question": "?", "choices": ["a", "b", "c", "d"], "answer": 0, "chunk_id": c}
+            for i, c in enumerate(["c1", "doc#2", "gone"])]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    documents = [Document(i, i, "text", "src", prechunked=True) for i in ("c0", "c1", "doc", "c3")]
+    assert [d.doc_id for d in only_chunks_of(documents, questions)] == ["c1", "doc"]
+    assert "1 of 3 question chunk ids are not in the sources" in caplog.text
+    with pytest.raises(DataError, match="none of its 3 chunk ids is a document of the sources"):
+        list(only_chunks_of(documents[:1], questions))
 
 
 def test_unknown_task_is_refused_before_any_work(tmp_path):
@@ -98,6 +153,14 @@ def test_grid_runs_every_cell_and_records_the_failing_one(tiny_run):
         assert result["n"] == 6 and len(result["per_question"]["correct"]) == 6
         assert len((out / "cells" / key / "samples.jsonl").read_text().splitlines()) == 6
     assert len(list((out / "checkpoints").iterdir())) == 2  # FT-reg and FT-par1, each trained once
+    # fine-tuned on the 42 chunks the questions ask about (train_kb), retrieving from all 388 (kb)
+    from lm_eval_kinject.grid.cells import kb_hash
+
+    chunks = {p.name.rsplit("-", 1)[0]: json.loads((p / "manifest.json").read_text())["counts"]["chunks"]
+              for p in (out / "kb").iterdir()}
+    assert chunks == {"current_events": 388, "asked": 42}
+    for checkpoint in (out / "checkpoints").iterdir():
+        assert json.loads((checkpoint / "kinject_grid_checkpoint.json").read_text())["kb"] == kb_hash(config, "asked")
 
 
 def test_rerun_skips_finished_cells_and_a_killed_cell_comes_back_identical(tiny_run):
@@ -182,4 +245,4 @@ def test_shipped_grid_configs_are_valid():
         config = load_grid_config(REPO / "configs" / f"{name}.yaml")
         sizes[name] = len(expand(config))
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
-    assert sizes == {"embedded": 21, "ci": 8, "paper": 159}
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159}

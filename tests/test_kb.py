@@ -17,6 +17,7 @@ from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
 from lm_eval_kinject.index.bm25 import BM25Config, build_bm25, bm25_tokenize, reference_bm25, search_bm25
 from lm_eval_kinject.index.dense import DenseConfig, build_hnsw, search_dense
 from lm_eval_kinject.kb import KBConfig, KnowledgeBase, build_kb
+from lm_eval_kinject.retrieval import RetrieverConfig, build_retriever
 from lm_eval_kinject.retrieval_eval import evaluate_retrieval
 
 QUESTIONS = CURRENT_EVENTS_DIR / "questions.jsonl"
@@ -46,17 +47,18 @@ def test_each_retriever_finds_gold_chunks(ce_kb, retriever, recall_at_4):
 
 def test_search_api_batches_and_shapes(ce_kb):
     reloaded = KnowledgeBase.load(ce_kb.path)
-    hits = reloaded.search(["When did Hurricane Otis make landfall?", "Lahaina wildfire deaths"], k=3, retriever="bm25")
+    bm25 = build_retriever(reloaded, RetrieverConfig("bm25"))
+    hits = bm25.retrieve(["When did Hurricane Otis make landfall?", "Lahaina wildfire deaths"], 3)
     assert hits.ids.shape == hits.scores.shape == (2, 3)
     assert np.all(np.diff(hits.scores, axis=1) <= 0)
     assert reloaded.chunk(hits.ids[0][0]).article == "Hurricane Otis"
-    single = reloaded.search("When did Hurricane Otis make landfall?", k=3, retriever="bm25")
+    single = bm25.retrieve(["When did Hurricane Otis make landfall?"], 3)
     assert list(single.ids[0]) == list(hits.ids[0])
 
 
 def test_k_larger_than_corpus_returns_everything(ce_kb):
     for retriever in ("bm25", "dense", "hybrid"):
-        hits = ce_kb.search("earthquake in Herat", k=10_000, retriever=retriever)
+        hits = build_retriever(ce_kb, retriever).retrieve(["earthquake in Herat"], 10_000)
         assert hits.ids.shape == (1, 388) and len(set(hits.ids[0])) == 388
 
 
@@ -64,12 +66,32 @@ def test_k_larger_than_corpus_returns_everything(ce_kb):
                                               ("fire", "3", r"k='3': expected a positive")])
 def test_bad_queries(ce_kb, query, k, expected):
     with pytest.raises(ConfigError, match=expected):
-        ce_kb.search(query, k=k, retriever="dense")
+        build_retriever(ce_kb, "dense").retrieve([query], k)
 
 
 def test_unknown_retriever_lists_valid_ones(ce_kb):
-    with pytest.raises(ConfigError, match=r"unknown retriever 'splade'; valid: bm25, dense, hybrid"):
-        ce_kb.search("fire", retriever="splade")
+    with pytest.raises(ConfigError, match=r"retriever='splade': unknown retriever; valid: bm25, dense, hybrid, oracle"):
+        build_retriever(ce_kb, "splade")
+    with pytest.raises(ConfigError, match=r"retriever='hybird': unknown retriever \(did you mean 'hybrid'\?\)"):
+        RetrieverConfig("hybird")
+    with pytest.raises(ConfigError, match=r"retrieval: fusion_depth=0: expected a positive integer"):
+        RetrieverConfig.from_mapping({"retriever": "hybrid", "fusion_depth": 0})
+
+
+def test_hybrid_settings_and_the_oracle_are_retrievers(ce_kb):
+    query = ["Which country did the earthquake in Herat strike?"]
+    shallow = build_retriever(ce_kb, RetrieverConfig("hybrid", fusion_depth=5)).retrieve(query, 5)
+    deep = build_retriever(ce_kb, RetrieverConfig("hybrid", fusion_depth=100)).retrieve(query, 5)
+    parts = {i for name in ("bm25", "dense") for i in build_retriever(ce_kb, name).retrieve(query, 5).ids[0]}
+    assert set(shallow.ids[0]) <= parts  # depth 5: only chunks from either ranking's top 5 enter the fusion
+    assert not np.allclose(shallow.scores, deep.scores)  # deeper rankings add evidence to the fused scores
+    other_k = build_retriever(ce_kb, RetrieverConfig("hybrid", rrf_k=1)).retrieve(query, 5)
+    assert not np.allclose(other_k.scores, deep.scores)
+    gold = [ce_kb.chunks[7].chunk_id]
+    hits = build_retriever(ce_kb, "oracle").retrieve(query, 3, gold=gold)
+    assert list(hits.ids[0]) == gold and hits.scores[0][0] == 1.0
+    with pytest.raises(ConfigError, match="gold chunk 'nope' is not in"):
+        build_retriever(ce_kb, "oracle").retrieve(query, 3, gold=["nope"])
 
 
 def test_bm25s_matches_rank_bm25_on_a_real_corpus():
@@ -126,11 +148,11 @@ def test_folder_kb_with_hnsw_saved_and_loaded(tmp_path):
     assert kb.manifest["counts"]["empty_skipped"] == 1 and len(kb) == 3
     assert {c.article for c in kb.chunks} == {"otters", "Mount Kelvar", "Glass Harbor"}
     assert "x()" not in kb.chunk("page.html").text and "p{}" not in kb.chunk("page.html").text
-    hits = KnowledgeBase.load(tmp_path / "kb").search("Which volcano erupted in 1821?", k=1, retriever="dense")
+    hits = build_retriever(KnowledgeBase.load(tmp_path / "kb"), "dense").retrieve(["Which volcano erupted in 1821?"], 1)
     assert hits.ids[0][0] == "volcano.md"
     wider = KnowledgeBase.load(tmp_path / "kb", ef_search=256)  # a session's search beam; the index is unchanged
     assert wider.dense_config.hnsw_ef_search == 256 and wider.manifest["dense"]["hnsw_ef_search"] == 64
-    assert wider.search("Which volcano erupted in 1821?", k=1, retriever="dense").ids[0][0] == "volcano.md"
+    assert build_retriever(wider, "dense").retrieve(["Which volcano erupted in 1821?"], 1).ids[0][0] == "volcano.md"
     with pytest.raises(ConfigError, match="hnsw_ef_search=0: expected a positive integer"):
         KnowledgeBase.load(tmp_path / "kb", ef_search=0)
 

@@ -111,6 +111,7 @@ GOOD = json.dumps({"id": "q1", "question": "Q?", "choices": ["a", "b", "c", "d"]
      r"questions\.jsonl:2: duplicate id 'q1' \(first on line 1\)"),
     (json.dumps({"id": "q2", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "B"}),
      r"questions\.jsonl:2: field 'answer' should be int, got str"),
+    ('{"id": "q2", "question": "Q\x01?"}', r"questions\.jsonl:2: not valid JSON \(Invalid control character at column"),
 ])
 def test_bad_questions_jsonl_names_file_and_line(tmp_path, bad, expected):
     root = _questions(tmp_path, [GOOD, bad])
@@ -133,3 +134,23 @@ def test_current_events_without_any_data_says_how_to_provide_it(monkeypatch):
     monkeypatch.delenv("KINJECT_CURRENT_EVENTS_DIR", raising=False)
     with pytest.raises(DataError, match=r"current_events_dir.*KINJECT_CURRENT_EVENTS_DIR"):
         load_current_events(version=1.0, pretrained="smollm2-135m")
+
+
+def test_byte_order_marks_are_dropped(tmp_path):
+    """A BOM before a JSONL file's first record, an MMLU CSV without header, and one with a header row."""
+    (tmp_path / "questions.jsonl").write_text("\ufeff" + GOOD + "\n", encoding="utf-8")
+    rows = load_current_events(current_events_dir=str(tmp_path))["test"]
+    assert rows[0]["question"] == json.loads(GOOD)["question"]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\ufeffWhat is 2+2?,3,4,5,6,B\n", encoding="utf-8")
+    assert read_mmlu_csv(plain, "math") == [{"question": "What is 2+2?", "subject": "math",
+                                             "choices": ["3", "4", "5", "6"], "answer": 1}]
+    headed = tmp_path / "headed.csv"
+    headed.write_text("\ufeffquestion,A,B,C,D,answer\nWhat is 2+2?,3,4,5,6,B\n", encoding="utf-8")
+    assert read_mmlu_csv(headed, "math") == read_mmlu_csv(plain, "math")
+
+
+def test_lone_carriage_returns_are_named(tmp_path):
+    (tmp_path / "questions.jsonl").write_bytes((GOOD + "\r" + GOOD.replace("q1", "q2") + "\r").encode())
+    with pytest.raises(DataError, match=r"questions\.jsonl:1: a line ends in a lone carriage return"):
+        load_current_events(current_events_dir=str(tmp_path))

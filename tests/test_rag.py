@@ -139,9 +139,9 @@ def test_generate_until_is_augmented_too(rag_lm):
 
 
 def test_provenance_in_model_info_and_retrieval_log(rag_lm, tmp_path, ce_kb):
-    rag_lm.retrieval_log = tmp_path / "retrieval.jsonl"
+    rag_lm.set_retrieval(rag_lm.kb, k=2, retriever="bm25", retrieval_log=tmp_path / "retrieval.jsonl")
     _evaluate(rag_lm, limit=2)
-    records = [json.loads(line) for line in rag_lm.retrieval_log.read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "retrieval.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in records] == [0, 1] and records[0]["task"] == "current_events_cloze"
     info = rag_lm.get_model_info()["kinject"]
     assert info["kb"]["fingerprint"] == ce_kb.manifest["fingerprint"]
@@ -158,7 +158,9 @@ def test_oracle_on_a_task_without_gold_ids_is_refused(rag_lm):
 @pytest.mark.parametrize("args,error,expected", [
     ({"kb": "/nonexistent/kb"}, ConfigError, r"no such knowledge-base folder"),
     ({"kb": str(CURRENT_EVENTS_DIR)}, ConfigError, r"is not a knowledge base: no manifest\.json"),
-    ({"kb": "x", "retriever": "splade"}, ConfigError, r"unknown retriever 'splade'; valid: bm25, dense, hybrid, oracle"),
+    ({"kb": "x", "retriever": "splade"}, ConfigError,
+     r"kinject-rag: retriever='splade': unknown retriever; valid: bm25, dense, hybrid, oracle"),
+    ({"kb": "x", "retriever": "hybrid", "rrf_k": 0}, ConfigError, r"kinject-rag: rrf_k=0: expected a positive integer"),
     ({"kb": "x", "k": -1}, ConfigError, r"k=-1: expected a non-negative integer"),
     ({"kb": "x", "k": "abc"}, ConfigError, r"k='abc': expected a non-negative integer"),
     ({"kb": "x", "template": "fancy"}, ConfigError, r"unknown passage template 'fancy'; valid: plain, titled, context"),

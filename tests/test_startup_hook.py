@@ -78,3 +78,35 @@ def test_registering_twice_is_a_no_op():
                   "print(register_model())\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False"]
+
+
+@pytest.mark.parametrize("model_args,metadata,expected", [
+    ("k=abc", None, "kinject-rag: k='abc': expected a non-negative integer"),
+    ("k=1.5", None, "kinject-rag: k=1.5: expected a non-negative integer"),
+    ("kb=/nope,retriever=bm26", None, "kinject-rag: retriever='bm26': unknown retriever (did you mean 'bm25'?)"),
+    ("foo=1", None, "kinject-rag: unknown model_args key(s) ['foo']"),
+    ("template=fancy", None, "unknown passage template 'fancy'"),
+    ("kb=/nope/kb", None, "no such knowledge-base folder"),
+    ("pretrained=/nope/model", None, "pretrained='/nope/model': no such model folder"),
+    ("", "empty", "ce: missing questions.jsonl"),
+])
+def test_kinject_errors_are_one_line_under_the_stock_cli(tmp_path, model_args, metadata, expected):
+    """Row 1 of the reliability issue: the stock ``lm_eval`` console script, no traceback."""
+    import json
+
+    from kinject_testing import run_cli
+
+    args = ["lm_eval", "--model", "kinject-rag", "--tasks", "current_events_cloze", "--limit", "1"]
+    if model_args:
+        args += ["--model_args", model_args]
+    if metadata == "empty":  # a current-events folder without its files
+        (tmp_path / "ce").mkdir()
+        args += ["--metadata", json.dumps({"current_events_dir": str(tmp_path / "ce")})]
+    out = run_cli(args)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("lm_eval: error: ") and expected in last, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    debug = run_cli(args, env={"KINJECT_DEBUG": "1"}) if model_args == "k=abc" else None
+    if debug is not None:
+        assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -68,6 +68,9 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     if state.kind == "done":
         logger.info("%s already holds this finished run (run %s); nothing to do (--overwrite retrains)", out, run_hash)
         return FinetuneResult(out, read_json(out / RESULT_FILE), skipped=True)
+    if resume and state.checkpoint is None:
+        logger.warning("--resume: %s holds no checkpoint of this run to resume from; starting from the beginning",
+                       out)
 
     precision, on_gpu = _precision(config)
     model_config, source = _base_config(config)

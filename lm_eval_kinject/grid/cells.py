@@ -31,7 +31,10 @@ def _source_identity(source: str) -> list:
 
 def kb_hash(config: GridConfig, name: str) -> str:
     spec = config.knowledge_bases[name]
-    return _hash({"sources": [_source_identity(s) for s in spec.sources], "options": spec.options})
+    identity = {"sources": [_source_identity(s) for s in spec.sources], "options": spec.options}
+    if spec.only_chunks_of:  # absent otherwise, so KBs built before the option keep their names
+        identity["only_chunks_of"] = _source_identity(spec.only_chunks_of)
+    return _hash(identity)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None) -> 
     if not arm.fine_tuned:
         return None
     qa = arm.training == "chunks+qa"
-    return Checkpoint(model=model, kb=experiment.kb, n_paraphrases=n or 0,
+    return Checkpoint(model=model, kb=experiment.train_kb or experiment.kb, n_paraphrases=n or 0,
                       paraphrases=experiment.paraphrases if n else None,
                       settings=tuple(sorted(experiment.finetune.items())),
                       qa=experiment.qa if qa else None,

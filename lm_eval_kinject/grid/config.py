@@ -3,13 +3,14 @@
     seed: 0
     vars: {data: "${KINJECT_SHARED_DATA:-../../shared/data}"}   # ${name} below; ${ENV:-default} anywhere
     models:            {NAME: {pretrained: PRESET|FOLDER|HUB_ID, ...other kinject-rag model_args}}
-    knowledge_bases:   {NAME: {sources: [FILE|FOLDER, ...], chunk_tokens: 256, overlap: 32, embedder: ...}}
+    knowledge_bases:   {NAME: {sources: [FILE|FOLDER, ...], chunk_tokens: 256, overlap: 32, embedder: ...,
+                               only_chunks_of: QUESTIONS_FILE}}
     task_metadata:     {mmlu_dir: ..., current_events_dir: ...}     # lm-eval --metadata for every task
-    retrieval:         {retriever: bm25|dense|hybrid|oracle, k: 3, template: plain}
+    retrieval:         {retriever: bm25|dense|hybrid|oracle, k: 3, template: plain, fusion_depth: 100, rrf_k: 60}
     finetune:          {FinetuneConfig fields: method, epochs, max_steps, learning_rate, ...}
-    lm_eval:           {batch_size: 8, limit: null, device: cpu}
+    lm_eval:           {backend: hf|vllm|api, batch_size: 8, limit: null, device: cpu}
     experiments:
-      NAME: {title, tasks: [...], kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
+      NAME: {title, tasks: [...], kb: KB_NAME, train_kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
              qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED}, control_tasks: [...],
              finetune: {...overrides}, retrieval: {...overrides}, limit: N}
 
@@ -18,7 +19,9 @@ Relative paths are relative to the YAML file. Arms are the table of ``lm_eval_ki
 ``n_paraphrases`` value), ``ft-mix`` (chunks, the largest N's paraphrases if any, and the QA pairs of
 the training split of ``qa``), each with ``+rag``. An experiment with ``ft-mix`` scores *every* arm
 on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
-paired. ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned
+paired. ``train_kb`` (default: ``kb``) is the KB the fine-tuned arms train on, e.g. a KB with
+``only_chunks_of: questions.jsonl`` (the chunks the questions ask about) while +RAG arms retrieve
+from the whole ``kb``. ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned
 one: the difference is forgetting.
 """
 from __future__ import annotations
@@ -29,21 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_eval_kinject.arms import ARMS
+from lm_eval_kinject.backends import BACKENDS, DEFAULT_BACKEND
 from lm_eval_kinject.errors import ConfigError, did_you_mean
-from lm_eval_kinject.rag_lm import RAG_ARGS, valid_model_args
+from lm_eval_kinject.rag import RAG_ARGS
+from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER
 from lm_eval_kinject.splits import QuestionSplit
 
 __all__ = ["GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"]
 
 TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retrieval", "finetune", "lm_eval",
             "experiments")
-EXPERIMENT_KEYS = ("title", "tasks", "kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split", "control_tasks",
+EXPERIMENT_KEYS = ("title", "tasks", "kb", "train_kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split", "control_tasks",
                    "finetune", "retrieval", "limit")
 QA_SPLIT_KEYS = ("train_fraction", "seed")
 KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "hnsw_m",
-           "hnsw_ef_construction", "hnsw_ef_search", "seed")
-RETRIEVAL_KEYS = ("retriever", "k", "template")
-LM_EVAL_KEYS = ("batch_size", "limit", "device")
+           "hnsw_ef_construction", "hnsw_ef_search", "seed", "only_chunks_of")
+RETRIEVAL_KEYS = ("retriever", "k", "template", "fusion_depth", "rrf_k")
+LM_EVAL_KEYS = ("backend", "batch_size", "limit", "device")
 # FinetuneConfig fields the grid sets itself, per checkpoint
 FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "qa", "qa_train_fraction",
                "qa_split_seed", "seed")
@@ -61,7 +66,8 @@ class ModelSpec:
 class KBSpec:
     name: str
     sources: tuple[str, ...]
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # KBConfig options
+    only_chunks_of: str | None = None  # a questions file: keep only the documents its questions are about
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,8 @@ class Experiment:
     title: str
     tasks: tuple[str, ...]
     arms: tuple[str, ...]
-    kb: str | None = None
+    kb: str | None = None  # retrieval KB (+rag arms); also the training KB unless train_kb is set
+    train_kb: str | None = None  # the KB the fine-tuned arms train on (None: kb)
     paraphrases: str | None = None
     n_paraphrases: tuple[int, ...] = ()
     control_tasks: tuple[str, ...] = ()
@@ -192,9 +199,10 @@ def load_grid_config(path: str | Path) -> GridConfig:
             check.error(f"models.{name}", "expected {pretrained: PRESET|FOLDER|HUB_ID, ...}")
             continue
         extra = {k: v for k, v in spec.items() if k != "pretrained"}
-        bad = sorted(set(extra) - (set(valid_model_args()) - set(RAG_ARGS)))
-        for key in bad:
-            check.error(f"models.{name}.{key}", f"not a model argument{did_you_mean(key, valid_model_args())}")
+        rag_keys = sorted(set(extra) & set(RAG_ARGS))
+        if rag_keys:
+            check.error(f"models.{name}", f"{rag_keys} are retrieval settings: put them in retrieval:")
+        # the backend's own arguments are checked by check_models (it imports the backend)
         models[name] = ModelSpec(name, _local(base, str(spec["pretrained"])), extra)
     if not models:
         check.error("models", "at least one model is needed")
@@ -212,14 +220,21 @@ def load_grid_config(path: str | Path) -> GridConfig:
         for source in resolved:
             if not Path(source).exists():
                 check.error(f"knowledge_bases.{name}.sources", f"{source}: no such file or folder")
-        kbs[name] = KBSpec(name, resolved, {k: v for k, v in spec.items() if k != "sources"})
+        only = spec.get("only_chunks_of")
+        if only is not None:
+            only = _path(base, str(only))
+            if not Path(only).is_file():
+                check.error(f"knowledge_bases.{name}.only_chunks_of", f"{only}: no such questions file")
+        kbs[name] = KBSpec(name, resolved, {k: v for k, v in spec.items() if k not in ("sources", "only_chunks_of")},
+                           only)
 
     metadata = {k: _path(base, v) if isinstance(v, str) and k.endswith(("_dir", "_path", "_file")) else v
                 for k, v in (raw.get("task_metadata") or {}).items()}
-    retrieval = {"retriever": "bm25", "k": 3, "template": "plain",
+    retrieval = {"retriever": DEFAULT_RETRIEVER, "k": 3, "template": "plain",
                  **check.keys("retrieval", raw.get("retrieval") or {}, RETRIEVAL_KEYS)}
-    lm_eval = {"batch_size": 8, "limit": None, "device": "cpu",
+    lm_eval = {"backend": DEFAULT_BACKEND, "batch_size": 8, "limit": None, "device": "cpu",
                **check.keys("lm_eval", raw.get("lm_eval") or {}, LM_EVAL_KEYS)}
+    _check_lm_eval(check, "lm_eval", lm_eval)
     finetune = raw.get("finetune") or {}
 
     _check_finetune(check, "finetune", finetune)
@@ -274,6 +289,12 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     elif kb and kb not in kbs:
         check.error(f"{where}.kb", f"{kb!r} is not in knowledge_bases{did_you_mean(str(kb), list(kbs))} "
                                    f"(defined: {', '.join(kbs) or 'none'})")
+    train_kb = spec.get("train_kb")
+    if train_kb is not None and train_kb not in kbs:
+        check.error(f"{where}.train_kb", f"{train_kb!r} is not in knowledge_bases"
+                                         f"{did_you_mean(str(train_kb), list(kbs))} (defined: {', '.join(kbs) or 'none'})")
+    elif train_kb is not None and not any(a.fine_tuned for a in known):
+        check.error(f"{where}.train_kb", "train_kb is for fine-tuned arms; this experiment has none")
     n_par = spec.get("n_paraphrases") or []
     n_par = [n_par] if isinstance(n_par, int) else _list(check, f"{where}.n_paraphrases", n_par, "paraphrase counts")
     paraphrases = spec.get("paraphrases")
@@ -303,6 +324,8 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
             check.error(f"{where}.qa_split", str(error))
     elif qa or spec.get("qa_split"):
         check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-mix+rag)")
+    if "limit" in spec:
+        _check_limit(check, f"{where}.limit", spec["limit"])
     merged_ft = {**finetune, **(spec.get("finetune") or {})}
     if spec.get("finetune"):  # the grid-wide block is checked once, by the caller
         _check_finetune(check, f"{where}.finetune", merged_ft)
@@ -310,6 +333,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     _check_retrieval(check, f"{where}.retrieval", merged_retrieval)
     return Experiment(
         name=name, title=str(spec.get("title") or name), tasks=tuple(tasks), arms=tuple(a.name for a in known), kb=kb,
+        train_kb=train_kb,
         paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
         control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
         limit=spec.get("limit", limit), qa=_path(base, qa) if qa else None, qa_split=qa_split)
@@ -335,12 +359,35 @@ def _check_finetune(check: _Checker, where: str, settings: dict) -> None:
         check.error(where, str(error))
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_limit(check: _Checker, where: str, limit) -> None:
+    if limit is not None and not (_positive_int(limit) or (isinstance(limit, float) and 0 < limit <= 1)):
+        check.error(where, f"{limit!r}: expected a positive number of questions, a fraction in (0, 1], or null for all")
+
+
+def _check_lm_eval(check: _Checker, where: str, settings: dict) -> None:
+    """Types of the lm_eval block, so that a bad value fails at --check and not in every cell."""
+    if settings["backend"] not in BACKENDS:
+        check.error(f"{where}.backend", f"{settings['backend']!r}: expected one of {', '.join(BACKENDS)}")
+    _check_limit(check, f"{where}.limit", settings["limit"])
+    batch = settings["batch_size"]
+    if not (_positive_int(batch) or (isinstance(batch, str) and re.fullmatch(r"auto(:\d+)?", batch))):
+        check.error(f"{where}.batch_size", f"{batch!r}: expected a positive integer, 'auto' or 'auto:N'")
+    if not isinstance(settings["device"], str) or not settings["device"]:
+        check.error(f"{where}.device", f"{settings['device']!r}: expected a device name such as cpu, cuda, cuda:0")
+
+
 def _check_retrieval(check: _Checker, where: str, settings: dict) -> None:
     from lm_eval_kinject.prompting import TEMPLATES
-    from lm_eval_kinject.rag_lm import RETRIEVER_CHOICES
+    from lm_eval_kinject.retrieval import RetrieverConfig
 
-    if settings["retriever"] not in RETRIEVER_CHOICES:
-        check.error(f"{where}.retriever", f"{settings['retriever']!r}: expected one of {', '.join(RETRIEVER_CHOICES)}")
+    try:
+        RetrieverConfig.from_mapping(settings, where)
+    except ConfigError as error:
+        check.error(where, str(error).removeprefix(f"{where}: "))
     k = settings["k"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         check.error(f"{where}.k", f"{k!r}: expected a positive integer")

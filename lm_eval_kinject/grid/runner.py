@@ -22,10 +22,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_eval_kinject.arms import checkpoint_args
+from lm_eval_kinject.arms import ARMS, checkpoint_args
 from lm_eval_kinject.artifacts import atomic_dir, library_versions, write_json_atomic
 from lm_eval_kinject.grid.cells import Cell, Checkpoint, expand, kb_hash
 from lm_eval_kinject.grid.config import GridConfig
+from lm_eval_kinject.run_folder import read_cell
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,29 @@ class GridRun:
 
 
 def cell_status(folder: Path) -> str | None:
-    meta = folder / "cell.json"
-    return json.loads(meta.read_text(encoding="utf-8"))["status"] if meta.is_file() else None
+    """"done", "failed", "damaged" (a file unreadable: run again) or None (never started)."""
+    state = read_cell(folder)
+    if state.status == "damaged":
+        logger.warning("grid: %s; the cell will be evaluated again", state.problem)
+    return state.status
+
+
+def check_models(config: GridConfig) -> None:
+    """Every model's arguments are arguments of the configured backend, and fine-tuned arms can be loaded by it."""
+    from lm_eval_kinject.backends import get_backend, model_class
+    from lm_eval_kinject.errors import ConfigError, did_you_mean
+
+    backend = config.lm_eval["backend"]
+    valid = set(model_class(backend).valid_model_args())
+    problems = [f"models.{name}.{key}: not a {get_backend(backend).model} argument{did_you_mean(key, sorted(valid))}"
+                for name, spec in config.models.items() for key in spec.model_args if key not in valid]
+    if not get_backend(backend).loads_checkpoints:
+        fine_tuned = sorted({arm for e in config.experiments.values() for arm in e.arms if ARMS[arm].fine_tuned})
+        if fine_tuned:
+            problems.append(f"lm_eval.backend: {backend!r} evaluates the served model only; arms {fine_tuned} need "
+                            "a fine-tuned checkpoint loaded (backend hf or vllm)")
+    if problems:
+        raise ConfigError(f"{config.path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
 
 
 def check_tasks(config: GridConfig) -> None:
@@ -86,12 +108,16 @@ class _Resources:
         return self.kbs[name]
 
     def _build_kb(self, name: str, folder: Path) -> None:
-        from lm_eval_kinject.corpus import read_sources
+        from lm_eval_kinject.corpus import only_chunks_of, read_sources
         from lm_eval_kinject.kb import KBConfig, build_kb
 
         spec = self.config.knowledge_bases[name]
         logger.info("grid: building knowledge base %s -> %s", name, folder)
-        build_kb(read_sources(spec.sources), folder, KBConfig.from_options(**spec.options), sources=list(spec.sources),
+        documents = read_sources(spec.sources)
+        if spec.only_chunks_of:
+            documents = only_chunks_of(documents, spec.only_chunks_of)
+        sources = list(spec.sources) + ([f"only chunks of {spec.only_chunks_of}"] if spec.only_chunks_of else [])
+        build_kb(documents, folder, KBConfig.from_options(**spec.options), sources=sources,
                  overwrite=True)
 
     def checkpoint(self, checkpoint: Checkpoint) -> Path:
@@ -115,7 +141,7 @@ class _Resources:
 
     def model(self, cell: Cell):
         """The kinject-rag model of ``cell`` (the base model or its checkpoint), loaded once."""
-        from lm_eval_kinject.rag_lm import KinjectRAGLM
+        from lm_eval_kinject.backends import model_class
 
         key = (cell.model, cell.checkpoint)
         if self.loaded and self.loaded[0] == key:
@@ -126,8 +152,11 @@ class _Resources:
         if cell.checkpoint is not None:
             settings = dict(cell.checkpoint.settings)
             args = checkpoint_args(args, str(self.checkpoint(cell.checkpoint)), settings.get("method", "full"),
-                                   settings.get("merge", False))
-        lm = KinjectRAGLM(device=self.config.lm_eval["device"], batch_size=self.config.lm_eval["batch_size"], **args)
+                                   settings.get("merge", False), backend=self.config.lm_eval["backend"],
+                                   lora_r=settings.get("lora_r", 16))
+        lm_eval = self.config.lm_eval
+        device = {"device": lm_eval["device"]} if lm_eval["backend"] == "hf" else {}
+        lm = model_class(lm_eval["backend"])(batch_size=lm_eval["batch_size"], **device, **args)
         self.loaded = (key, lm)
         return lm
 
@@ -136,12 +165,13 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     from lm_eval import simple_evaluate
 
     from lm_eval_kinject.registration import task_manager
+    from lm_eval_kinject.retrieval import RetrieverConfig
 
     lm = resources.model(cell)
     retrieval = dict(cell.retrieval)
     lm.set_retrieval(resources.kb(cell.kb) if cell.rag else None, k=retrieval.get("k", 3),
-                     retriever=retrieval.get("retriever", "bm25"), template=retrieval.get("template", "plain"))
-    cache_before = Counter(lm.prefix_cache_stats)
+                     retriever=RetrieverConfig.from_mapping(retrieval), template=retrieval.get("template", "plain"))
+    cache_before = Counter(getattr(lm, "prefix_cache_stats", {}))
     seed = config.seed
     out = simple_evaluate(model=lm, tasks=[cell.task], limit=cell.limit, log_samples=True, bootstrap_iters=0,
                           task_manager=task_manager({**config.task_metadata, **dict(cell.task_metadata)}),
@@ -160,7 +190,7 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
         "per_question": {"doc_id": [s["doc_id"] for s in samples], "correct": [float(s["acc"]) for s in samples]},
         "retrieval": ({"k": retrieval.get("k"), "retriever": retrieval.get("retriever"),
                        "recall": sum(gold) / len(gold) if gold else None, "n": len(gold)} if cell.rag else None),
-        "prefix_cache": dict(lm.prefix_cache_stats - cache_before),
+        "prefix_cache": dict(Counter(getattr(lm, "prefix_cache_stats", {})) - cache_before),
         "lm_eval": {key: out.get(key) for key in ("results", "configs", "versions", "n-samples", "config")},
     }
     return result, samples
@@ -194,6 +224,7 @@ def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_fa
         if name not in config.models:
             raise ConfigError(f"--models {name!r}: not a model of {config.path}{did_you_mean(name, config.models)}; "
                               f"models: {', '.join(config.models)}")
+    check_models(config)
     check_tasks(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

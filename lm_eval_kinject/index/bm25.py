@@ -60,7 +60,12 @@ def build_bm25(texts: list[str], config: BM25Config, show_progress: bool = False
     import bm25s
 
     index = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-    index.index([bm25_tokenize(t, config.stopwords) for t in texts], show_progress=show_progress)
+    documents = [bm25_tokenize(t, config.stopwords) for t in texts]
+    # bm25s numbers tokens in the order of a Python set (it changes with PYTHONHASHSEED); numbering them in
+    # sorted order makes two builds of one corpus byte-identical. Same tokens, same scores.
+    vocab = {token: i for i, token in enumerate(sorted({token for document in documents for token in document}))}
+    index.index(([[vocab[token] for token in document] for document in documents], vocab),
+                show_progress=show_progress)
     return index
 
 

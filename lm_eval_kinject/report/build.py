@@ -82,10 +82,13 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
         if mine := [t for t in tests if t["experiment"] == name]:
             own += [paired_markdown(mine), ""]
     failed = [e for e in entries if e.status == "failed"]
+    damaged = [e for e in entries if e.status == "damaged"]
     pending = [e for e in entries if e.status == "pending"]
-    if failed or pending:
+    if failed or damaged or pending:
         sections += ["### Cells not in the tables", ""]
         sections += [f"- **failed** {e.model} {e.arm} {e.task} (`cells/{e.hash}`): {e.error}" for e in failed]
+        sections += [f"- **damaged** {e.model} {e.arm} {e.task}: {e.error} (`kinject grid` evaluates it again)"
+                     for e in damaged]
         sections += [f"- pending {e.model} {e.arm} {e.task}" for e in pending]
     files.insert(0, _write(out / "report.md", "\n".join(sections) + "\n"))
     files.append(_write(out / "cells.csv", csv_rows(entries, lost)))

@@ -1,13 +1,16 @@
 """A grid's finished cells as report rows: accuracy with a bootstrap interval, recall, forgetting."""
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.arms import parse_arm
+from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.report.stats import align, bootstrap_ci
+from lm_eval_kinject.run_folder import read_cell, read_grid_json
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Entry", "load_entries", "forgetting"]
 
@@ -47,20 +50,18 @@ class Entry:
 def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
     """(grid.json, entries) of the run folder ``run``; failed cells are entries with ``error``."""
     run = Path(run)
-    grid_file = run / "grid.json"
-    if not grid_file.is_file():
-        raise DataError(f"{run}: not a grid run folder (no grid.json; make one with `kinject grid CONFIG --out {run}`)")
-    grid = json.loads(grid_file.read_text(encoding="utf-8"))
+    grid = read_grid_json(run)
     entries = []
     for cell in grid["cells"]:
-        folder = run / "cells" / cell["hash"]
-        meta_file = folder / "cell.json"
-        status = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {"status": "pending"}
+        state = read_cell(run / "cells" / cell["hash"], with_result=True)
+        if state.status == "damaged":
+            logger.warning("report: %s; the cell is left out (kinject grid evaluates it again)", state.problem)
         entry = Entry(experiment=cell["experiment"], model=cell["model"], arm=cell["arm"], task=cell["task"],
-                      role=cell["role"], status=status["status"], hash=cell["hash"],
-                      n_paraphrases=cell.get("n_paraphrases"), error=status.get("error"))
+                      role=cell["role"], status=state.status or "pending", hash=cell["hash"],
+                      n_paraphrases=cell.get("n_paraphrases"),
+                      error=state.problem if state.status == "damaged" else (state.meta or {}).get("error"))
         if entry.status == "done":
-            result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            result = state.result
             entry.alias, entry.num_fewshot, entry.acc, entry.n = (result["alias"], result["num_fewshot"],
                                                                   result["acc"], result["n"])
             entry.per_question = result["per_question"]

