@@ -41,6 +41,13 @@ def _prompts(samples: dict) -> dict:
             else s["arguments"][0][0] for task, rows in samples.items() for s in rows}
 
 
+def _samples_file(folder, task: str):
+    """lm_eval's samples file of ``task`` (``samples_current_events_*`` also matches current_events_cloze's)."""
+    found = [p for p in folder.rglob("samples_*.jsonl") if re.fullmatch(rf"samples_{re.escape(task)}_\d{{4}}-.*", p.name)]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def _in_process(lm) -> dict:
     from lm_eval import simple_evaluate
 
@@ -133,17 +140,17 @@ def test_api_backend_scores_like_hf(hf_runs, vllm_server, embedded_dir, ce_kb):
 def test_vllm_backend_scores_like_hf(hf_runs, embedded_dir, ce_kb, tmp_path):
     lm_eval = str(VLLM_VENV / "bin" / "lm_eval")
     engine = f"pretrained={embedded_dir},dtype=float32,max_model_len={MAX_LENGTH},gpu_memory_utilization=0.2," \
-             "enforce_eager=True,batch_size=16"
+             "enforce_eager=True"
     runs = {}
     for arm, extra in (("base", ""), ("rag", f",kb={ce_kb.path},k=1,retriever=bm25")):
         out = subprocess.run(
             [lm_eval, "--model", "kinject-rag-vllm", "--model_args", engine + extra, "--tasks", ",".join(TASKS),
-             "--limit", str(LIMIT), "--log_samples", "--output_path", str(tmp_path / arm), "--metadata",
+             "--limit", str(LIMIT), "--batch_size", "16", "--log_samples", "--output_path", str(tmp_path / arm), "--metadata",
              json.dumps(METADATA)], capture_output=True, text=True, timeout=900,
             env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
         assert out.returncode == 0, out.stderr[-4000:]
-        runs[arm] = {task: [json.loads(line) for line in next((tmp_path / arm).rglob(f"samples_{task}_*.jsonl"))
-                            .read_text().splitlines()] for task in TASKS}
+        runs[arm] = {task: [json.loads(line) for line in _samples_file(tmp_path / arm, task).read_text().splitlines()]
+                     for task in TASKS}
         results = json.loads(next((tmp_path / arm).rglob("results_*.json")).read_text())
         kinject = results["config"]["model_info"]["kinject"] if "model_info" in results["config"] else \
             results["model_info"]["kinject"] if "model_info" in results else None

@@ -110,3 +110,12 @@ def test_kinject_errors_are_one_line_under_the_stock_cli(tmp_path, model_args, m
     debug = run_cli(args, env={"KINJECT_DEBUG": "1"}) if model_args == "k=abc" else None
     if debug is not None:
         assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_grid_and_report_import_no_model_backend():
+    """grid/ and report/ read arm names, configs and results: no torch, no lm-eval model class."""
+    out = _python("import sys, lm_eval_kinject.report, lm_eval_kinject.grid, lm_eval_kinject.rag, "
+                  "lm_eval_kinject.backends\n"
+                  "print([m for m in ('torch', 'transformers', 'lm_eval.models.huggingface', 'vllm') if m in sys.modules])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]"]
