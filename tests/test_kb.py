@@ -259,7 +259,7 @@ def test_failed_rebuild_leaves_the_old_kb_intact(tmp_path):
     kb = build_kb(read_source(source), tmp_path / "kb", show_progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "text": "ok"}\nnot json\n')
-    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already holds a knowledge base; pass --overwrite"):
         build_kb(read_source(bad), tmp_path / "kb", show_progress=False)
     with pytest.raises(DataError, match=r"bad\.jsonl:2"):
         build_kb(read_source(bad), tmp_path / "kb", overwrite=True, show_progress=False)
