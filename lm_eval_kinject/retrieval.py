@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lm_eval_kinject.kb import KnowledgeBase
 
 __all__ = ["Hits", "Retriever", "RETRIEVERS", "SEARCH_RETRIEVERS", "DEFAULT_RETRIEVER", "RetrieverConfig",
-           "build_retriever", "make_retriever", "reciprocal_rank_fusion", "recall_at_k", "mean_reciprocal_rank",
+           "build_retriever", "reciprocal_rank_fusion", "recall_at_k", "mean_reciprocal_rank",
            "check_queries"]
 
 RETRIEVERS = {
@@ -210,8 +210,3 @@ def build_retriever(kb: KnowledgeBase, config: RetrieverConfig | str = Retriever
     if config.name == "hybrid":
         return HybridRetriever(kb, config.fusion_depth, config.rrf_k)
     return {"bm25": BM25Retriever, "dense": DenseRetriever, "oracle": OracleRetriever}[config.name](kb)
-
-
-def make_retriever(kb: KnowledgeBase, name: str) -> Retriever:
-    """The retriever called ``name`` over ``kb``, default settings (kept for existing callers)."""
-    return build_retriever(kb, RetrieverConfig(name))
