@@ -32,14 +32,20 @@ def _world(work: Path, events: int) -> tuple[Path, Path]:
     return world, kb
 
 
-def score(model_dir: str, questions: list[dict], batch: int = 32) -> list[int]:
-    """1/0 per question: is the correct option the one of highest summed log-likelihood?"""
+def score(model_dir: str, questions: list[dict], batch: int = 32, passages: dict | None = None) -> list[int]:
+    """1/0 per question: is the correct option the one of highest summed log-likelihood? With ``passages``
+    (chunk_id -> text), the question's gold chunk goes before it as kinject-rag's ``plain`` template puts a
+    retrieved passage (oracle RAG, k = 1)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    rows = [(tok(DESCRIPTION + f"Question: {q['question'].strip()}\nAnswer:")["input_ids"],
+    def context(q: dict) -> str:
+        passage = f"{passages[q['chunk_id']]}\n\n" if passages else ""
+        return DESCRIPTION + passage + f"Question: {q['question'].strip()}\nAnswer:"
+
+    rows = [(tok(context(q))["input_ids"],
              tok(" " + c, add_special_tokens=False)["input_ids"]) for q in questions for c in q["choices"]]
     lls = []
     with torch.no_grad():
@@ -65,6 +71,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("runs/ft_recipe"))
+    parser.add_argument("--method", default="full", choices=["full", "lora"])
+    parser.add_argument("--rag", action="store_true", help="also score with the gold chunk in the prompt")
     args = parser.parse_args()
 
     from lm_eval_kinject.presets import resolve_pretrained
@@ -73,25 +81,33 @@ def main() -> None:
 
     world, kb = _world(args.work, args.events)
     held = QuestionSplit().select(read_current_events_questions(world / "questions.jsonl"), "heldout")
+    passages = {c["chunk_id"]: c["text"] for c in map(json.loads, (world / "chunks.jsonl").read_text().splitlines())}
     if args.base:
-        correct = score(resolve_pretrained("smollm2-135m")["pretrained"], held)
-        print(json.dumps({"arm": "base", "acc": sum(correct) / len(correct), "n": len(correct), "correct": correct}))
+        folder = resolve_pretrained("smollm2-135m")["pretrained"]
+        correct = score(folder, held)
+        rag = score(folder, held, passages=passages) if args.rag else None
+        print(json.dumps({"arm": "base", "acc": sum(correct) / len(correct), "n": len(correct),
+                          "rag_acc": sum(rag) / len(rag) if rag else None, "correct": correct}))
         return
     from lm_eval_kinject.finetune import FinetuneConfig, finetune
 
     kind, n = args.arm.rstrip("0123456789"), int(args.arm.lstrip("regparmix") or 0)
-    out = args.work / f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
+    out = args.work / (f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
+                       + ("-lora" if args.method == "lora" else ""))
     config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
                             qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
                             fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
-                            batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False)
+                            batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False,
+                            method=args.method, merge=args.method == "lora")
     started = time.time()
     meta = finetune(config, resume=True).metadata
     seconds = time.time() - started
     correct = score(str(out), held)
+    rag = score(str(out), held, passages=passages) if args.rag else None
     training = meta["training"]
     print(json.dumps({"arm": args.arm, "epochs": config.train_epochs, "lr": args.lr, "block": args.block,
-                      "acc": sum(correct) / len(correct), "n": len(correct),
+                      "acc": sum(correct) / len(correct), "n": len(correct), "method": args.method,
+                      "rag_acc": sum(rag) / len(rag) if rag else None,
                       "tokens": meta["data"]["train_tokens_per_epoch"] * config.train_epochs,
                       "steps": training["steps"], "ft_s": round(seconds), "final_loss": training["final_loss"],
                       "val": training["validation"][-1]["eval_loss"] if training["validation"] else None,

@@ -133,10 +133,12 @@ def chunk_documents(documents: Iterable[Document], config: ChunkConfig, tokenize
     seen_docs: dict[str, tuple[str, str]] = {}
     seen_texts: set[str] = set()
     chunks: list[Chunk] = []
+    first_empty = None
     for doc in tqdm(documents, desc="chunking", unit="doc", disable=not show_progress):
         stats.documents += 1
         if not doc.text.strip():
             stats.empty_skipped += 1
+            first_empty = first_empty or doc.source
             continue
         previous = seen_docs.get(doc.doc_id)
         if previous is not None:
@@ -169,7 +171,8 @@ def chunk_documents(documents: Iterable[Document], config: ChunkConfig, tokenize
             chunk_id = doc.doc_id if len(texts) == 1 else f"{doc.doc_id}#{n}"
             chunks.append(Chunk(chunk_id, doc.title, text, doc.doc_id))
     if stats.documents == 0 or stats.empty_skipped == stats.documents:
-        raise DataError(f"no text to index: {stats.documents} document(s), all empty")
+        raise DataError(f"no text to index: {stats.documents} document(s), all empty"
+                        + (f" (the first: {first_empty})" if first_empty else ""))
     stats.chunks = len(chunks)
     if stats.empty_skipped:
         logger.warning("skipped %d empty document(s)", stats.empty_skipped)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def run_lm_eval(argv: list[str]) -> int:
         cli_evaluate()
     except KinjectError as exc:
         click.echo(f"Error: {exc}", err=True)
+        return 1
+    except ValueError as exc:  # lm-eval's own bad-input errors ("Tasks not found: ...", bad --model_args)
+        if os.environ.get("KINJECT_DEBUG"):
+            raise
+        click.echo(f"Error: lm_eval: {' '.join(str(exc).split())} (KINJECT_DEBUG=1 shows the traceback)", err=True)
         return 1
     return 0
 
@@ -157,6 +163,9 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
     from lm_eval_kinject.kb import KBConfig, build_kb
 
     fields = corpus.JsonlFields(id=id_field, title=title_field, text=text_field)
+    if (titles or category) and not (wikipedia_dump or mediawiki):
+        raise ConfigError(f"{'--titles' if titles else '--category'} selects Wikipedia pages: it needs "
+                          "--wikipedia-dump or --mediawiki")
     title_set = {t.strip() for t in titles.read_text(encoding="utf-8").splitlines() if t.strip()} if titles else None
     streams, names = [corpus.read_sources(sources, fields)], [str(s) for s in sources]
     if wikipedia_dump:
@@ -369,8 +378,8 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
               help="Run folder: the world, demo.yaml (its grid config), the grid's cells and the report.")
 @click.option("--work", "work", type=click.Path(path_type=Path), hidden=True)  # the option's old name
 @click.option("--quick", is_flag=True,
-              help="A smaller version (10 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG, no control task).")
-@click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 10).")
+              help="A smaller version (8 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG, no control task).")
+@click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
 @click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: all but ft and ft+rag.")
@@ -396,6 +405,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
     from lm_eval_kinject.report.build import experiment_summary
 
     out = work or out
+    if epochs is not None and fact_passes is not None:
+        raise click.UsageError("give --epochs or --fact-passes, not both (--fact-passes sets the epochs of each arm)")
     config = DemoConfig.quick(seed=seed) if quick else DemoConfig()
     ns = None
     if n_paraphrases:
@@ -468,7 +479,7 @@ def grid_(config_file, out, check, no_retry, models) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: RUN/report].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap resampling.")
 @click.option("--expect", type=click.Path(path_type=Path), help="Expectations JSON to compare the key numbers with.")
-@click.option("--tolerance", type=float, help="Absolute tolerance for --expect [default: the file's own].")
+@click.option("--tolerance", type=click.FloatRange(min=0), help="Absolute tolerance for --expect [default: the file's own].")
 @click.option("--write-expectations", type=click.Path(path_type=Path), help="Write this run's key numbers here.")
 def report_(run, out, seed, expect, tolerance, write_expectations) -> None:
     """Tables (md, CSV, LaTeX), Figures 2 and 4 (PNG, SVG) and paired tests of a grid run."""

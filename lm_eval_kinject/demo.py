@@ -77,9 +77,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        """A smaller version: 10 events, FT-reg, FT-par (N = 2) and FT-mix, 3 epochs, no FT+RAG and no control
+        """A smaller version: 8 events, FT-reg, FT-par (N = 2) and FT-mix, 3 epochs, no FT+RAG and no control
         task (unless one is asked for)."""
-        world = FictionalConfig(seed=overrides.get("seed", 0), events=10, paraphrases=3, asked=tuple(SLOTS))
+        world = FictionalConfig(seed=overrides.get("seed", 0), events=8, paraphrases=3, asked=tuple(SLOTS))
         finetune = {**cls().finetune, "epochs": 3.0}
         return cls(**{"world": world, "n_paraphrases": (2,), "finetune": finetune, "control_tasks": (),
                       "arms": ("base", "base+rag", "ft-reg", "ft-par", "ft-mix"), **overrides})
@@ -163,6 +163,10 @@ def run_demo(config: DemoConfig, show_progress: bool = True):
     from lm_eval_kinject.report import write_report
 
     out = Path(config.out)
+    ours = (out / "demo.yaml").is_file() or (out / "world").is_dir()  # a finished or an interrupted demo
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not ours):
+        raise ConfigError(f"{out} exists and is not a demo run folder (no demo.yaml); refusing to write into it: "
+                          "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     world = _world(config, out)
     header = ("# kinject demo's grid: re-run with `kinject grid THIS_FILE --out THIS_FOLDER` (same cells),\n"

@@ -96,7 +96,9 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
     # the first document before the embedder (~20 s to load): a missing or malformed source fails at once
     documents = iter(documents)
     first = next(documents, None)
-    documents = itertools.chain([first] if first is not None else [], documents)
+    if first is None:
+        raise DataError(f"no documents in {', '.join(map(str, sources or [])) or 'the sources'}: nothing to index")
+    documents = itertools.chain([first], documents)
     embedder = load_embedder(config.dense.embedder)
     tokenizer_name = config.chunk.tokenizer
     if tokenizer_name == "embedder":
@@ -298,6 +300,9 @@ def read_manifest(path: Path) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KinjectError(f"{manifest_path}: not valid JSON ({exc}); rebuild the KB") from None
+    if not isinstance(manifest, dict):
+        raise KinjectError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}; the manifest is "
+                           "damaged, rebuild the KB")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise KinjectError(f"{path}: KB format version {version!r} is newer than this lm-eval-kinject "

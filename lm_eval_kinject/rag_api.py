@@ -7,6 +7,10 @@ Every argument of ``local-completions`` works as there (``model``, ``base_url``,
 arguments every kinject model takes. Fitting passages into ``max_length`` needs a tokenizer:
 ``tokenizer_backend=huggingface`` (the default: ``tokenizer=`` or ``model=`` names it) or
 ``remote``/``tiktoken``; ``tokenizer_backend=none`` is refused when a KB is given.
+
+The server is probed once when the model is made (one loglikelihood-style request): an unreachable
+server or an HTTP error is one line at start-up, and a server that returns no prompt
+log-probabilities is one line at the first loglikelihood request (generation tasks still run).
 """
 from __future__ import annotations
 
@@ -48,6 +52,42 @@ class KinjectRAGAPI(RAGModelMixin, LocalCompletionsAPI):
             super().__init__(**kwargs)
         except ModuleNotFoundError as error:  # lm-eval checks its API extras here
             raise KinjectError(f"kinject-rag-api: {error}; {BACKENDS['api'].install}") from None
+        self._kinject_no_logprobs = self._probe_server()
+
+    def _probe_server(self) -> str | None:
+        """One request as lm-eval's loglikelihood sends it. Raises if the server cannot be used at all;
+        returns why loglikelihood cannot work (no prompt log-probabilities), or None."""
+        import requests
+
+        where = f"kinject-rag-api: the server at base_url={self.base_url}"
+        if not self.base_url:
+            raise ConfigError("kinject-rag-api: base_url= is required (the /v1/completions endpoint of the server)")
+        payload = self._create_payload("Hello", generate=False, seed=self._seed)
+        try:
+            response = requests.post(self.base_url, json=payload, headers=self.header,
+                                     verify=self.verify_certificate, timeout=min(self.timeout, 60))
+        except requests.exceptions.RequestException as error:
+            reason = str(error.__context__ or error).splitlines()[0][:200]
+            raise KinjectError(f"{where} cannot be reached ({type(error).__name__}: {reason}); is it running, "
+                               "and does base_url name its completions endpoint (http://HOST:PORT/v1/completions)?"
+                               ) from None
+        if not response.ok:
+            raise KinjectError(f"{where} answered HTTP {response.status_code} to a completions request: "
+                               f"{' '.join(response.text.split())[:300]}")
+        try:
+            logprobs = response.json()["choices"][0]["logprobs"]["token_logprobs"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            logprobs = None
+        if not isinstance(logprobs, list) or len(logprobs) < 2:
+            return (f"{where} returns no prompt log-probabilities (a completions request with echo=true, "
+                    "logprobs=1 got none back); loglikelihood tasks (every multiple-choice task) need them: serve the "
+                    "model with vLLM, TGI or llama.cpp's server, which return them")
+        return None
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        if self._kinject_no_logprobs and requests:
+            raise KinjectError(self._kinject_no_logprobs)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     def _rag_tokens(self) -> Tokens:
         def encode(text: str) -> list[int]:

@@ -10,6 +10,7 @@ vLLM is installed).
 from __future__ import annotations
 
 import logging
+import os
 
 from lm_eval_kinject.backends import import_from
 from lm_eval_kinject.errors import ConfigError
@@ -33,6 +34,36 @@ def _engine_args() -> set[str]:
     return {f.name for f in fields(EngineArgs)}
 
 
+def _check_parallel(kwargs: dict) -> None:
+    """``tensor_parallel_size`` x ``data_parallel_size`` must fit the devices vLLM would use (GPUs, or CPU cores
+    on vLLM's CPU backend): one line here rather than a hang or a traceback from the engine's workers."""
+    sizes = {}
+    for key in ("tensor_parallel_size", "data_parallel_size"):
+        value = kwargs.get(key, 1)
+        try:
+            sizes[key] = int(value)
+        except (TypeError, ValueError):
+            sizes[key] = 0
+        if sizes[key] < 1 or str(value).strip() not in (str(sizes[key]), f"{sizes[key]}.0"):
+            raise ConfigError(f"kinject-rag-vllm: {key}={value!r}: expected a positive integer")
+    needed = sizes["tensor_parallel_size"] * sizes["data_parallel_size"]
+    if needed == 1:
+        return
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        what = "CPU cores (vLLM's CPU backend)"
+    else:
+        import torch
+
+        available, what = torch.cuda.device_count(), f"{current_platform.device_name or 'GPU'} devices"
+    if needed > available:
+        raise ConfigError(f"kinject-rag-vllm: tensor_parallel_size={sizes['tensor_parallel_size']} x "
+                          f"data_parallel_size={sizes['data_parallel_size']} needs {needed} devices; this machine "
+                          f"has {available} {what}")
+
+
 def valid_model_args() -> list[str]:
     return sorted(set(init_parameters(VLLM)) | _engine_args() | set(RAG_ARGS) | set(LM_EVAL_CLI_ARGS))
 
@@ -54,6 +85,7 @@ class KinjectRAGVLLM(RAGModelMixin, VLLM):
         resolved = resolve_pretrained(pretrained)
         if "gguf_file" in resolved:
             raise ConfigError("kinject-rag-vllm: give vLLM a model folder, not a GGUF file")
+        _check_parallel(kwargs)
         logger.info("kinject-rag-vllm: pretrained=%s -> %s", pretrained or DEFAULT_MODEL, resolved["pretrained"])
         super().__init__(**{**resolved, **kwargs})
 

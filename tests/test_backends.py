@@ -137,31 +137,114 @@ def test_api_backend_scores_like_hf(hf_runs, vllm_server, embedded_dir, ce_kb):
 
 
 @needs_vllm
-def test_vllm_backend_scores_like_hf(hf_runs, embedded_dir, ce_kb, tmp_path):
-    lm_eval = str(VLLM_VENV / "bin" / "lm_eval")
-    engine = f"pretrained={embedded_dir},dtype=float32,max_model_len={MAX_LENGTH},gpu_memory_utilization=0.2," \
-             "enforce_eager=True"
-    runs = {}
-    for arm, extra in (("base", ""), ("rag", f",kb={ce_kb.path},k=1,retriever=bm25")):
-        out = subprocess.run(
-            [lm_eval, "--model", "kinject-rag-vllm", "--model_args", engine + extra, "--tasks", ",".join(TASKS),
-             "--limit", str(LIMIT), "--batch_size", "16", "--log_samples", "--output_path", str(tmp_path / arm), "--metadata",
-             json.dumps(METADATA)], capture_output=True, text=True, timeout=900,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
-        assert out.returncode == 0, out.stderr[-4000:]
-        runs[arm] = {task: [json.loads(line) for line in _samples_file(tmp_path / arm, task).read_text().splitlines()]
-                     for task in TASKS}
-        results = json.loads(next((tmp_path / arm).rglob("results_*.json")).read_text())
-        kinject = results["config"]["model_info"]["kinject"] if "model_info" in results["config"] else \
-            results["model_info"]["kinject"] if "model_info" in results else None
-        if arm == "rag" and kinject is not None:
-            assert kinject["model"] == "kinject-rag-vllm" and kinject["kb"]["fingerprint"] == \
-                ce_kb.manifest["fingerprint"]
+def test_vllm_grid_scores_like_hf(hf_runs, embedded_dir, tmp_path):
+    """A grid on ``lm_eval.backend: vllm`` (the stock ``kinject`` of .venv-vllm; one engine serves the base and
+    the RAG cells) builds the same prompts as kinject-rag and scores them with the same log-likelihoods."""
+    import yaml
+
+    config = {
+        "seed": 0,
+        "models": {"smollm2": {"pretrained": str(embedded_dir), "dtype": "float32", "max_model_len": MAX_LENGTH,
+                               "gpu_memory_utilization": 0.2, "enforce_eager": True}},
+        "task_metadata": METADATA,
+        "knowledge_bases": {"ce": {"sources": [str(CURRENT_EVENTS_DIR / "chunks.jsonl")]}},
+        "retrieval": {"retriever": "bm25", "k": 1},
+        "lm_eval": {"backend": "vllm", "batch_size": 16, "limit": LIMIT},
+        "experiments": {"parity": {"tasks": TASKS, "kb": "ce", "arms": ["base", "base+rag"]}},
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([str(VLLM_VENV / "bin" / "kinject"), "grid", str(tmp_path / "grid.yaml"), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    runs = {"base": {}, "rag": {}}
+    for cell in (tmp_path / "run" / "cells").iterdir():
+        meta = json.loads((cell / "cell.json").read_text())
+        if meta["role"] == "main":
+            runs["rag" if meta["arm"] == "base+rag" else "base"][meta["task"]] = [
+                json.loads(line) for line in (cell / "samples.jsonl").read_text().splitlines()]
+    assert all(set(run) == set(TASKS) for run in runs.values()), runs.keys()
     for arm in ("base", "rag"):
         assert _prompts(runs[arm]) == _prompts(hf_runs[arm])
         largest, same = _compare(_log_likelihoods(hf_runs[arm]), _log_likelihoods(runs[arm]))
         print(f"vllm vs hf, {arm}: largest |Δ log-likelihood| {largest:.2e}, same best option {same:.3f}")
         assert largest < 0.02 and same >= 0.99
+    report = run_cli(["kinject", "report", str(tmp_path / "run")])  # the main environment reads a vLLM run
+    assert report.returncode == 0, report.stderr[-3000:]
+
+
+@needs_vllm
+def test_vllm_refuses_more_parallelism_than_devices(embedded_dir):
+    out = subprocess.run(
+        [str(VLLM_VENV / "bin" / "lm_eval"), "--model", "kinject-rag-vllm", "--model_args",
+         f"pretrained={embedded_dir},tensor_parallel_size=64", "--tasks", "current_events_cloze", "--limit", "1",
+         "--metadata", json.dumps(METADATA)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert re.fullmatch(r"lm_eval: error: kinject-rag-vllm: tensor_parallel_size=64 x data_parallel_size=1 needs 64 "
+                        r"devices; this machine has \d+ CPU cores \(vLLM's CPU backend\)",
+                        out.stderr.strip().splitlines()[-1]), out.stderr[-2000:]
+
+
+class _NoLogprobsServer:
+    """A completions endpoint that answers like an OpenAI-compatible server without prompt log-probabilities
+    (the system edge: a real HTTP server on 127.0.0.1, started and stopped by the test)."""
+
+    def __enter__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path != "/v1/completions":
+                    self.send_error(404, "no such route")
+                    return
+                body = json.dumps({"object": "text_completion", "model": "m",
+                                   "choices": [{"index": 0, "text": "Hello", "logprobs": None}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_api_refuses_servers_it_cannot_use(embedded_dir, tmp_path):
+    """Unreachable server, HTTP error, no prompt log-probabilities: one line each (the last through the stock CLI)."""
+    from lm_eval_kinject.rag_api import KinjectRAGAPI
+
+    common = {"model": "m", "tokenizer": str(embedded_dir), "tokenizer_backend": "huggingface"}
+    nobody = f"http://127.0.0.1:{_free_port()}/v1/completions"
+    with pytest.raises(KinjectError, match=rf"kinject-rag-api: the server at base_url={nobody} cannot be reached "
+                                           r"\(ConnectionError: .*\); is it running"):
+        KinjectRAGAPI(**common, base_url=nobody)
+    with _NoLogprobsServer() as server:
+        with pytest.raises(KinjectError, match=r"answered HTTP 404 to a completions request"):
+            KinjectRAGAPI(**common, base_url=f"{server.url}/v2/completions")
+        lm = KinjectRAGAPI(**common, base_url=f"{server.url}/v1/completions")  # generation would still work
+        assert lm._kinject_no_logprobs
+        out = run_cli(["lm_eval", "--model", "kinject-rag-api", "--model_args",
+                       f"model=m,tokenizer={embedded_dir},tokenizer_backend=huggingface,"
+                       f"base_url={server.url}/v1/completions", "--tasks", "current_events_cloze", "--limit", "2",
+                       "--metadata", json.dumps(METADATA)])
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"lm_eval: error: kinject-rag-api: the server at base_url={server.url}/v1/completions returns no prompt "
+        "log-probabilities (a completions request with echo=true, logprobs=1 got none back); loglikelihood tasks "
+        "(every multiple-choice task) need them: serve the model with vLLM, TGI or llama.cpp's server, which return "
+        "them (KINJECT_DEBUG=1 shows the traceback)")
 
 
 def test_use_cache_is_correct_through_the_stock_cli(tmp_path, ce_kb):

@@ -196,3 +196,56 @@ def test_kb_build_checks_its_input_before_loading_the_embedder(tmp_path, monkeyp
     bad.write_text('{"id": "a", "text": \n')
     with pytest.raises(DataError, match=r"bad.jsonl:1: not valid JSON"):
         kb_module.build_kb(read_source(bad), tmp_path / "kb")
+
+
+def _campaign_cases(tmp_path, ce_kb):
+    """(argv, expected message) of inputs the second bad-input campaign (benchmarks/bad_inputs.py) found
+    accepted, unnamed or ending in a traceback."""
+    chunks = str(CURRENT_EVENTS_DIR / "chunks.jsonl")
+    bad_manifest = tmp_path / "kb-list-manifest"
+    shutil.copytree(ce_kb.path, bad_manifest)
+    (bad_manifest / "manifest.json").write_text("[1, 2]")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.yaml").write_text("seed: 0\nmodels: {m: [\n")
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "kb-settings.yaml").write_text(json.dumps({
+        "models": {"m": "smollm2-135m"}, "knowledge_bases": {"ce": {"sources": [chunks], "chunk_tokens": 0}},
+        "experiments": {"e": {"tasks": ["current_events_cloze"], "kb": "ce", "arms": ["base", "base+rag"]}}}))
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    return [
+        (["kb", "build", chunks, "--out", str(tmp_path / "a"), "--exact-below", "-5"],
+         r"exact_below=-5: expected an integer >= 0"),
+        (["kb", "build", chunks, "--out", str(tmp_path / "b"), "--titles", chunks],
+         r"--titles selects Wikipedia pages: it needs --wikipedia-dump or --mediawiki"),
+        (["kb", "build", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "c")],
+         r"no documents in .*empty.jsonl: nothing to index"),
+        (["kb", "search", str(bad_manifest), "x"], r"kb-list-manifest/manifest.json: expected a JSON object, got list"),
+        (["grid", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "r1"), "--check"],
+         r"bad.yaml:3:1: not valid YAML \(expected the node content, but found '<stream end>'\)"),
+        (["grid", str(tmp_path / "empty.yaml"), "--out", str(tmp_path / "r2"), "--check"],
+         r"empty.yaml: the grid config is empty"),
+        (["grid", str(tmp_path / "kb-settings.yaml"), "--out", str(tmp_path / "r3"), "--check"],
+         r"knowledge_bases.ce: chunk_tokens=0: expected an integer >= 8"),
+        (["report", str(tmp_path), "--tolerance", "-1"], r"Invalid value for '--tolerance': -1.0 is not in the range"),
+        (["demo", "--out", str(tmp_path / "d"), "--epochs", "2", "--fact-passes", "4"],
+         r"give --epochs or --fact-passes, not both"),
+        (["demo", "--out", str(tmp_path / "foreign"), "--quick"],
+         r"foreign exists and is not a demo run folder \(no demo.yaml\)"),
+        (["finetune", "--kb", str(ce_kb.path), "--out", str(tmp_path / "ft"), "--qa", str(tmp_path / "noqa.jsonl")],
+         r"noqa.jsonl: no such questions file"),
+        (["paraphrase", str(ce_kb.path), "--out", str(tmp_path / "p.jsonl"), "--temperature", "-1", "--llm",
+          "openai-compatible:http://127.0.0.1:9/v1,model=m"], r"--temperature must be in \[0, 2\], got -1"),
+        (["eval", "--model", "kinject-rag", "--tasks", "current_event_cloze", "--limit", "1"],
+         r"Error: lm_eval: Tasks not found: current_event_cloze"),
+    ]
+
+
+def test_second_campaign_inputs_get_one_clear_line(tmp_path, ce_kb):
+    import re
+
+    for argv, expected in _campaign_cases(tmp_path, ce_kb):
+        result = invoke_kinject(argv)
+        assert result.exit_code != 0, (argv, result.output)
+        assert re.search(expected, result.output), (argv, result.output)
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine" and not (tmp_path / "a").exists()

@@ -75,6 +75,8 @@ def qa_pairs(path: Path, split) -> tuple[list[str], dict]:
     from lm_eval_kinject.questions import read_current_events_questions
     from lm_eval_kinject.splits import qa_text
 
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such questions file (qa: the question-answer pairs of mixed training)")
     questions = read_current_events_questions(Path(path))
     train = split.select(questions, "train", source=str(path))
     stats = {"qa_questions": len(questions), "qa_pairs": len(train),

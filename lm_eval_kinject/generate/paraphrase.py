@@ -51,6 +51,10 @@ class ParaphraseConfig:
             problems.append(f"--n must be at least 1, got {self.n}")
         if self.retries < 0:
             problems.append(f"--retries must be 0 or more, got {self.retries}")
+        if not 0 <= self.temperature <= 2:
+            problems.append(f"--temperature must be in [0, 2], got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            problems.append(f"--max-tokens must be at least 1, got {self.max_tokens}")
         if not all(0 < v <= 1 for v in (self.max_overlap, self.max_duplicate, self.max_copied)):
             problems.append("--max-overlap, --max-duplicate and --max-copied must be in (0, 1]")
         if problems:

@@ -170,13 +170,20 @@ def load_grid_config(path: str | Path) -> GridConfig:
     """Read and check a grid YAML; every problem is reported at once, with its key path."""
     import yaml
 
+    from lm_eval_kinject.kb import KBConfig
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid config {path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the grid config is empty; expected models:, experiments: (see configs/)")
     check = _Checker(path)
     raw = check.keys("top level", raw, TOP_KEYS)
     check.done()
@@ -225,6 +232,11 @@ def load_grid_config(path: str | Path) -> GridConfig:
             only = _path(base, str(only))
             if not Path(only).is_file():
                 check.error(f"knowledge_bases.{name}.only_chunks_of", f"{only}: no such questions file")
+        settings = {k: v for k, v in spec.items() if k not in ("sources", "only_chunks_of")}
+        try:
+            KBConfig.from_options(**settings)
+        except (ConfigError, TypeError, ValueError) as error:
+            check.error(f"knowledge_bases.{name}", str(error))
         kbs[name] = KBSpec(name, resolved, {k: v for k, v in spec.items() if k not in ("sources", "only_chunks_of")},
                            only)
 

@@ -41,6 +41,8 @@ class DenseConfig:
         for name in ("batch_size", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: expected a positive integer")
+        if not isinstance(self.exact_below, int) or self.exact_below < 0:
+            raise ConfigError(f"exact_below={self.exact_below!r}: expected an integer >= 0 (0: always HNSW)")
 
     def to_dict(self) -> dict:
         return asdict(self)

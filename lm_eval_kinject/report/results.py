@@ -70,8 +70,11 @@ def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
                 entry.recall, entry.k = result["retrieval"]["recall"], result["retrieval"]["k"]
         entries.append(entry)
     if not any(e.status == "done" for e in entries):
+        damaged = [e.error for e in entries if e.status == "damaged"]
         raise DataError(f"{run}: no finished cells yet ({len(entries)} planned; "
-                        f"{sum(e.status == 'failed' for e in entries)} failed)")
+                        f"{sum(e.status == 'failed' for e in entries)} failed"
+                        + (f"; {len(damaged)} damaged, e.g. {damaged[0]}; `kinject grid` evaluates them again"
+                           if damaged else "") + ")")
     aliases = {e.task: e.alias for e in entries if e.alias}  # pending cells borrow their task's alias
     for e in entries:
         e.alias = e.alias or aliases.get(e.task, e.task)
