@@ -182,7 +182,8 @@ def test_vllm_refuses_more_parallelism_than_devices(embedded_dir):
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO.parent)
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert re.fullmatch(r"lm_eval: error: kinject-rag-vllm: tensor_parallel_size=64 x data_parallel_size=1 needs 64 "
-                        r"devices; this machine has \d+ CPU cores \(vLLM's CPU backend\)",
+                        r"devices; this machine has \d+ CPU cores \(vLLM's CPU backend\) "
+                        r"\(KINJECT_DEBUG=1 shows the traceback\)",
                         out.stderr.strip().splitlines()[-1]), out.stderr[-2000:]
 
 
