@@ -479,7 +479,8 @@ def grid_(config_file, out, check, no_retry, models) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder [default: RUN/report].")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap resampling.")
 @click.option("--expect", type=click.Path(path_type=Path), help="Expectations JSON to compare the key numbers with.")
-@click.option("--tolerance", type=click.FloatRange(min=0), help="Absolute tolerance for --expect [default: the file's own].")
+@click.option("--tolerance", type=click.FloatRange(min=0),
+              help="Absolute tolerance for --expect [default: the file's own].")
 @click.option("--write-expectations", type=click.Path(path_type=Path), help="Write this run's key numbers here.")
 def report_(run, out, seed, expect, tolerance, write_expectations) -> None:
     """Tables (md, CSV, LaTeX), Figures 2 and 4 (PNG, SVG) and paired tests of a grid run."""

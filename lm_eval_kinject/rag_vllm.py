@@ -41,10 +41,10 @@ def _check_parallel(kwargs: dict) -> None:
     for key in ("tensor_parallel_size", "data_parallel_size"):
         value = kwargs.get(key, 1)
         try:
-            sizes[key] = int(value)
-        except (TypeError, ValueError):
+            sizes[key] = int(str(value).strip())  # 2 or "2"; not 1.5, not "two"
+        except ValueError:
             sizes[key] = 0
-        if sizes[key] < 1 or str(value).strip() not in (str(sizes[key]), f"{sizes[key]}.0"):
+        if sizes[key] < 1:
             raise ConfigError(f"kinject-rag-vllm: {key}={value!r}: expected a positive integer")
     needed = sizes["tensor_parallel_size"] * sizes["data_parallel_size"]
     if needed == 1:
