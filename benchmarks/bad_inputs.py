@@ -282,8 +282,8 @@ def _kb_cases(work: Path, f: dict) -> list[Case]:
         "manifest-no-counts": _edit_manifest(lambda m: m.pop("counts")),
         "manifest-not-object": lambda kb: _write(kb / "manifest.json", "[1, 2]"),
         "embeddings-missing": lambda kb: (kb / "embeddings.npy").unlink(),
-        "embeddings-truncated": lambda kb: _write_bytes(kb / "embeddings.npy",
-                                                        (kb / "embeddings.npy").read_bytes()[:500]),
+        "embeddings-truncated": lambda kb: (kb / "embeddings.npy").write_bytes(
+            (kb / "embeddings.npy").read_bytes()[:500]),
         "bm25-folder-missing": lambda kb: shutil.rmtree(kb / "bm25"),
         "chunks-not-json": lambda kb: _write(kb / "chunks.jsonl", "".join(lines[:2]) + "{oops\n"
                                              + "".join(lines[3:])),
@@ -322,16 +322,10 @@ def _kb_cases(work: Path, f: dict) -> list[Case]:
     return cases
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 def _same_size_edit(line: str) -> str:
-    row = json.loads(line)
-    text = row["text"]
-    row["text"] = ("X" if text[0] != "X" else "Y") + text[1:]
-    return json.dumps(row, ensure_ascii=False) + "\n" if len(json.dumps(row, ensure_ascii=False)) + 1 == len(line) \
-        else line.replace(text[:1], "X" if text[0] != "X" else "Y", 1)
+    """The chunk's first text character swapped for another ASCII one: same size, other content."""
+    start = line.index('"text": "') + len('"text": "')
+    return line[:start] + ("X" if line[start] != "X" else "Y") + line[start + 1:]
 
 
 def _finetune_cases(work: Path, f: dict) -> list[Case]:

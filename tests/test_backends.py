@@ -222,7 +222,7 @@ class _NoLogprobsServer:
         self.server.server_close()
 
 
-def test_api_refuses_servers_it_cannot_use(embedded_dir, tmp_path):
+def test_api_refuses_servers_it_cannot_use(embedded_dir):
     """Unreachable server, HTTP error, no prompt log-probabilities: one line each (the last through the stock CLI)."""
     from lm_eval_kinject.rag_api import KinjectRAGAPI
 
