@@ -32,8 +32,8 @@ def _world(work: Path, events: int) -> tuple[Path, Path]:
     return world, kb
 
 
-def score(model_dir: str, questions: list[dict], batch: int = 32, passages: dict | None = None) -> list[int]:
-    """1/0 per question: is the correct option the one of highest summed log-likelihood? With ``passages``
+def score(model_dir: str, questions: list[dict], batch: int = 32, passages: dict | None = None) -> list[list[float]]:
+    """Each question's options' summed log-likelihoods (the best one is the model's answer). With ``passages``
     (chunk_id -> text), the question's gold chunk goes before it as kinject-rag's ``plain`` template puts a
     retrieved passage (oracle RAG, k = 1)."""
     import torch
@@ -57,7 +57,26 @@ def score(model_dir: str, questions: list[dict], batch: int = 32, passages: dict
             logp = model(ids).logits.log_softmax(-1)
             lls += [sum(logp[j, len(c) + k - 1, t].item() for k, t in enumerate(d)) for j, (c, d) in enumerate(part)]
     n = len(questions[0]["choices"])
-    return [int(max(range(n), key=lambda x: lls[i * n + x]) == q["answer"]) for i, q in enumerate(questions)]
+    return [lls[i * n:(i + 1) * n] for i in range(len(questions))]
+
+
+def accuracy(lls: list[list[float]], questions: list[dict], trained_answers: set | None = None) -> dict:
+    """Accuracy, and (with ``trained_answers``: the answers of the training-split QA pairs) how many wrong
+    answers are a trained answer, and the accuracy when the distractors that are trained answers are dropped
+    (each question then keeps its answer and the distractors no QA pair taught after "Answer:")."""
+    right = [int(max(range(len(row)), key=row.__getitem__) == q["answer"]) for row, q in zip(lls, questions)]
+    out = {"acc": sum(right) / len(right), "correct": right}
+    if trained_answers is not None:
+        wrong = [q["choices"][max(range(len(row)), key=row.__getitem__)] for row, q, r in zip(lls, questions, right)
+                 if not r]
+        kept = [[i for i, c in enumerate(q["choices"]) if i == q["answer"] or c not in trained_answers]
+                for q in questions]
+        clean = [int(max(keep, key=row.__getitem__) == q["answer"]) for row, q, keep in zip(lls, questions, kept)]
+        share = sum(len(q["choices"]) - len(k) for q, k in zip(questions, kept)) / sum(len(q["choices"]) - 1
+                                                                                       for q in questions)
+        out.update(wrong_is_trained_answer=f"{sum(c in trained_answers for c in wrong)}/{len(wrong)}",
+                   distractors_trained_share=round(share, 3), acc_without_trained_distractors=sum(clean) / len(clean))
+    return out
 
 
 def main() -> None:
@@ -72,6 +91,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("runs/ft_recipe"))
     parser.add_argument("--method", default="full", choices=["full", "lora"])
+    parser.add_argument("--qa-repeats", type=int, default=1, help="mix arms: times each QA pair is read per epoch")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r)")
     parser.add_argument("--rag", action="store_true", help="also score with the gold chunk in the prompt")
     args = parser.parse_args()
 
@@ -80,38 +101,42 @@ def main() -> None:
     from lm_eval_kinject.splits import QuestionSplit
 
     world, kb = _world(args.work, args.events)
-    held = QuestionSplit().select(read_current_events_questions(world / "questions.jsonl"), "heldout")
+    questions = read_current_events_questions(world / "questions.jsonl")
+    held = QuestionSplit().select(questions, "heldout")
+    trained = {q["choices"][q["answer"]] for q in QuestionSplit().select(questions, "train")}
     passages = {c["chunk_id"]: c["text"] for c in map(json.loads, (world / "chunks.jsonl").read_text().splitlines())}
     if args.base:
         folder = resolve_pretrained("smollm2-135m")["pretrained"]
-        correct = score(folder, held)
-        rag = score(folder, held, passages=passages) if args.rag else None
-        print(json.dumps({"arm": "base", "acc": sum(correct) / len(correct), "n": len(correct),
-                          "rag_acc": sum(rag) / len(rag) if rag else None, "correct": correct}))
+        closed = accuracy(score(folder, held), held, trained)
+        rag = accuracy(score(folder, held, passages=passages), held) if args.rag else None
+        print(json.dumps({"arm": "base", "n": len(held), **closed, "rag_acc": rag["acc"] if rag else None,
+                          "rag_correct": rag["correct"] if rag else None}))
         return
     from lm_eval_kinject.finetune import FinetuneConfig, finetune
 
     kind, n = args.arm.rstrip("0123456789"), int(args.arm.lstrip("regparmix") or 0)
     out = args.work / (f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
-                       + ("-lora" if args.method == "lora" else ""))
+                       + (f"-lora{args.lora_r}" if args.method == "lora" else "")
+                       + (f"-qa{args.qa_repeats}" if kind == "mix" else ""))
     config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
                             qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
                             fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
                             batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False,
-                            method=args.method, merge=args.method == "lora")
+                            method=args.method, merge=args.method == "lora", qa_repeats=args.qa_repeats,
+                            lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
     started = time.time()
     meta = finetune(config, resume=True).metadata
     seconds = time.time() - started
-    correct = score(str(out), held)
-    rag = score(str(out), held, passages=passages) if args.rag else None
+    closed = accuracy(score(str(out), held), held, trained)
+    rag = accuracy(score(str(out), held, passages=passages), held) if args.rag else None
     training = meta["training"]
     print(json.dumps({"arm": args.arm, "epochs": config.train_epochs, "lr": args.lr, "block": args.block,
-                      "acc": sum(correct) / len(correct), "n": len(correct), "method": args.method,
-                      "rag_acc": sum(rag) / len(rag) if rag else None,
+                      "n": len(held), "method": args.method, "qa_repeats": args.qa_repeats,
+                      "rag_acc": rag["acc"] if rag else None, "rag_correct": rag["correct"] if rag else None,
                       "tokens": meta["data"]["train_tokens_per_epoch"] * config.train_epochs,
                       "steps": training["steps"], "ft_s": round(seconds), "final_loss": training["final_loss"],
                       "val": training["validation"][-1]["eval_loss"] if training["validation"] else None,
-                      "correct": correct}))
+                      **closed}))
 
 
 if __name__ == "__main__":

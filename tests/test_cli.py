@@ -8,40 +8,28 @@ from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, read_results, read_sam
 MMLU_ENV = {"KINJECT_MMLU_DIR": str(MMLU_DIR)}
 
 
-def test_lm_eval_kinject_rag_on_one_task(tmp_path):
-    out = run_cli(["lm_eval", "--model", "kinject-rag", "--tasks", "kinject_mmlu_anatomy_0shot",
-                   "--limit", "20", "--output_path", str(tmp_path), "--log_samples"], env=MMLU_ENV)
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = read_results(tmp_path)
-    acc = results["results"]["kinject_mmlu_anatomy_0shot"]["acc,none"]
-    assert 0.0 <= acc <= 1.0 and results["n-samples"]["kinject_mmlu_anatomy_0shot"]["effective"] == 20
-    assert table_value(out.stdout, "anatomy (lettered, 0-shot)", "acc") == round(acc, 4)
-    samples = read_samples(tmp_path, "kinject_mmlu_anatomy_0shot")
-    assert len(samples) == 20 and all(len(s["resps"]) == 4 for s in samples)
-    assert "kinject-rag: prefix cache: 80 requests in 20 questions" in out.stderr
-
-
-def test_lm_eval_group_with_preset_and_batch_size(tmp_path):
+def test_lm_eval_kinject_rag_on_a_group_and_current_events(tmp_path):
+    """One stock lm_eval run: the kinject_mmlu group with a preset and a batch size, and both current-events
+    tasks from ``--metadata data_dir`` (the MMLU tasks take their own key, ``mmlu_dir``, first)."""
     out = run_cli(["lm_eval", "--model", "kinject-rag", "--model_args", "pretrained=smollm2-135m",
-                   "--tasks", "kinject_mmlu", "--batch_size", "8", "--limit", "3",
-                   "--output_path", str(tmp_path)], env=MMLU_ENV)
+                   "--tasks", "kinject_mmlu,current_events,current_events_cloze", "--batch_size", "8", "--limit", "6",
+                   "--metadata", json.dumps({"data_dir": str(CURRENT_EVENTS_DIR), "mmlu_dir": str(MMLU_DIR)}),
+                   "--output_path", str(tmp_path), "--log_samples"], env=MMLU_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     results = read_results(tmp_path)
     subtasks = [k for k in results["results"] if k.startswith("kinject_mmlu_") and k.endswith("_0shot")]
-    assert len(subtasks) == 5
-    assert "kinject_mmlu" in results["groups"]
+    assert len(subtasks) == 5 and "kinject_mmlu" in results["groups"]
     mean = sum(results["results"][t]["acc,none"] for t in subtasks) / 5  # equal sizes under --limit
     assert abs(results["groups"]["kinject_mmlu"]["acc,none"] - mean) < 1e-9
-
-
-def test_lm_eval_current_events_with_metadata_data_dir(tmp_path):
-    out = run_cli(["lm_eval", "--model", "kinject-rag", "--tasks", "current_events,current_events_cloze",
-                   "--metadata", json.dumps({"data_dir": str(CURRENT_EVENTS_DIR)}), "--limit", "8",
-                   "--output_path", str(tmp_path)])
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = read_results(tmp_path)["results"]
-    assert {"current_events", "current_events_cloze"} <= set(results)
-    assert "acc_norm,none" in results["current_events_cloze"]
+    assert all(results["n-samples"][t]["effective"] == 6 for t in subtasks)
+    acc = results["results"]["kinject_mmlu_anatomy_0shot"]["acc,none"]
+    assert table_value(out.stdout, "- anatomy (lettered, 0-shot)", "acc") == round(acc, 4)  # a group member row
+    samples = read_samples(tmp_path, "kinject_mmlu_anatomy_0shot")
+    assert len(samples) == 6 and all(len(s["resps"]) == 4 for s in samples)
+    assert {"current_events", "current_events_cloze"} <= set(results["results"])
+    assert "acc_norm,none" in results["results"]["current_events_cloze"]
+    # 7 tasks x 6 questions x 4 options, scored through the prefix cache
+    assert "kinject-rag: prefix cache: 168 requests in 42 questions" in out.stderr
 
 
 def test_stock_hf_model_runs_kinject_tasks(tmp_path, embedded_dir):

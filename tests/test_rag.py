@@ -160,6 +160,8 @@ def test_oracle_on_a_task_without_gold_ids_is_refused(rag_lm):
     ({"kb": str(CURRENT_EVENTS_DIR)}, ConfigError, r"is not a knowledge base: no manifest\.json"),
     ({"kb": "x", "retriever": "splade"}, ConfigError,
      r"kinject-rag: retriever='splade': unknown retriever; valid: bm25, dense, hybrid, oracle"),
+    ({"kb": "x", "retriever": "bm26"}, ConfigError,
+     r"kinject-rag: retriever='bm26': unknown retriever \(did you mean 'bm25'\?\)"),
     ({"kb": "x", "retriever": "hybrid", "rrf_k": 0}, ConfigError, r"kinject-rag: rrf_k=0: expected a positive integer"),
     ({"kb": "x", "k": -1}, ConfigError, r"k=-1: expected a non-negative integer"),
     ({"kb": "x", "k": "abc"}, ConfigError, r"k='abc': expected a non-negative integer"),
