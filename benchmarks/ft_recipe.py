@@ -64,11 +64,11 @@ def accuracy(lls: list[list[float]], questions: list[dict], trained_answers: set
     """Accuracy, and (with ``trained_answers``: the answers of the training-split QA pairs) how many wrong
     answers are a trained answer, and the accuracy when the distractors that are trained answers are dropped
     (each question then keeps its answer and the distractors no QA pair taught after "Answer:")."""
-    right = [int(max(range(len(row)), key=row.__getitem__) == q["answer"]) for row, q in zip(lls, questions)]
+    chosen = [max(range(len(row)), key=row.__getitem__) for row in lls]
+    right = [int(c == q["answer"]) for c, q in zip(chosen, questions)]
     out = {"acc": sum(right) / len(right), "correct": right}
     if trained_answers is not None:
-        wrong = [q["choices"][max(range(len(row)), key=row.__getitem__)] for row, q, r in zip(lls, questions, right)
-                 if not r]
+        wrong = [q["choices"][c] for c, q, r in zip(chosen, questions, right) if not r]
         kept = [[i for i, c in enumerate(q["choices"]) if i == q["answer"] or c not in trained_answers]
                 for q in questions]
         clean = [int(max(keep, key=row.__getitem__) == q["answer"]) for row, q, keep in zip(lls, questions, kept)]

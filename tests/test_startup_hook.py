@@ -88,7 +88,8 @@ def test_registering_twice_is_a_no_op():
 def test_kinject_errors_are_one_line_under_the_stock_cli(tmp_path, model_args, metadata, expected):
     """Row 1 of the reliability issue: the stock ``lm_eval`` console script, no traceback. One case per kind of
     error (model_args value, KB, data folder): each is a fresh lm_eval process; the other model_args refusals (the
-    retriever name among them) are tested in-process, and benchmarks/bad_inputs.py runs 22 such cases through the stock CLI."""
+    retriever name among them) are tested in-process, and benchmarks/bad_inputs.py runs 22 such cases through the
+    stock CLI."""
     import json
 
     from kinject_testing import run_cli
