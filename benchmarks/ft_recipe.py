@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/ft_recipe"))
     parser.add_argument("--method", default="full", choices=["full", "lora"])
     parser.add_argument("--qa-repeats", type=int, default=1, help="mix arms: times each QA pair is read per epoch")
+    parser.add_argument("--qa-passages", type=float, default=0.0,
+                        help="mix arms: share of the QA pairs trained after their gold chunk (RAFT)")
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r)")
     parser.add_argument("--rag", action="store_true", help="also score with the gold chunk in the prompt")
     args = parser.parse_args()
@@ -117,13 +119,14 @@ def main() -> None:
     kind, n = args.arm.rstrip("0123456789"), int(args.arm.lstrip("regparmix") or 0)
     out = args.work / (f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
                        + (f"-lora{args.lora_r}" if args.method == "lora" else "")
-                       + (f"-qa{args.qa_repeats}" if kind == "mix" else ""))
+                       + (f"-qa{args.qa_repeats}" if kind == "mix" else "")
+                       + (f"-psg{args.qa_passages}" if args.qa_passages else ""))
     config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
                             qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
                             fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
                             batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False,
                             method=args.method, merge=args.method == "lora", qa_repeats=args.qa_repeats,
-                            lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+                            qa_passages=args.qa_passages, lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
     started = time.time()
     meta = finetune(config, resume=True).metadata
     seconds = time.time() - started
@@ -132,6 +135,7 @@ def main() -> None:
     training = meta["training"]
     print(json.dumps({"arm": args.arm, "epochs": config.train_epochs, "lr": args.lr, "block": args.block,
                       "n": len(held), "method": args.method, "qa_repeats": args.qa_repeats,
+                      "qa_passages": args.qa_passages,
                       "rag_acc": rag["acc"] if rag else None, "rag_correct": rag["correct"] if rag else None,
                       "tokens": meta["data"]["train_tokens_per_epoch"] * config.train_epochs,
                       "steps": training["steps"], "ft_s": round(seconds), "final_loss": training["final_loss"],

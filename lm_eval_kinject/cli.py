@@ -382,7 +382,7 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
-@click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: all but ft and ft+rag.")
+@click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: base, base+rag, ft-reg, ft-par, ft-raft and the three FT arms +rag.")
 @click.option("--method", type=click.Choice(["full", "lora"]), help="Fine-tuning method [default: full].")
 @click.option("--learning-rate", type=float, help="Peak learning rate of every FT arm [default: 5e-4].")
 @click.option("--epochs", type=float, help="Epochs of every FT arm [default: 4; --quick: 3].")
@@ -399,7 +399,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
          control_tasks, no_control, seed) -> None:
     """The paper's comparison on a fictional world, offline, on the embedded model and embedder.
 
-    Base, RAG, FT-reg, FT-par, FT-mix (documents + QA pairs of other facts) and the FT arms with RAG,
+    Base, RAG, FT-reg, FT-par, FT-RAFT (documents + QA pairs of other facts, each after its passage)
+    and the FT arms with RAG (--arms adds FT-mix: the QA pairs without passages),
     run as a grid (OUT/demo.yaml) and reported like one: OUT/report.md, report.json, Figure 4, paired tests."""
     from lm_eval_kinject.demo import EXPERIMENT, MIX_EXPERIMENT, DemoConfig, run_demo, with_options
     from lm_eval_kinject.report.build import experiment_summary

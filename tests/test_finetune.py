@@ -192,7 +192,7 @@ def test_checkpoint_discovery_ignores_half_written_ones(tmp_path):
 
 # -- real training runs --------------------------------------------------------------------------
 
-def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, tmp_path):
+def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, tmp_path, embedded_dir):
     """The known trap: a GGUF-loaded base must come out as a folder stock lm-eval loads."""
     from lm_eval_kinject.presets import _embedded_gguf, get_preset
 
@@ -212,7 +212,7 @@ def test_full_finetune_from_the_gguf_file_round_trips_through_lm_eval(tiny_kb, t
     assert meta["seed"] == 0 and meta["data"]["kb_fingerprint"] == kb.manifest["fingerprint"]
     assert meta["libraries"]["transformers"] and not (out / "checkpoints").exists()
     texts = [f"{c.article}\n{c.text}" for c in kb.chunks]
-    before = _mean_nll(gguf.parent, texts, gguf_file=gguf.name)
+    before = _mean_nll(embedded_dir, texts)  # the GGUF's weights, converted (equal: test_rag_lm)
     after = _mean_nll(out, texts)
     assert after < before - 0.1, (before, after)  # it learned the KB text
 

@@ -25,6 +25,9 @@ DEFAULT_LR = {"full": 5e-5, "lora": 2e-4}
 # Keys that do not change what is learned: a run resumed with other values is still the same run.
 RUN_NEUTRAL_KEYS = frozenset({"out", "save_steps", "save_total_limit", "logging_steps", "keep_checkpoints",
                               "max_memory_gb", "allow_unknown_paraphrases", "show_progress"})
+# Where the training data is read from. What is read is the run's data fingerprint, so a knowledge base, paraphrase
+# or QA file at another path (a grid folder moved or copied) is still the same run.
+DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa"})
 
 
 def _help(text: str) -> dict:
@@ -60,6 +63,11 @@ class FinetuneConfig:
     qa_split_seed: int = field(default=0, metadata=_help("Seed of the train/held-out split of the chunks."))
     # QA pairs are short (~20 tokens beside ~80 per chunk): repeating them gives the answering skill more weight.
     qa_repeats: int = field(default=1, metadata=_help("Times each QA pair appears per epoch."))
+    # RAFT (Zhang et al. 2024): a QA pair read after its source passage, as a RAG prompt shows a retrieved one, teaches
+    # the model to answer from what it reads, not only from what it stored: fine-tuning that keeps RAG working.
+    qa_passages: float = field(default=0.0, metadata=_help(
+        "Share of the QA pairs (drawn with seed) trained on after the text of their chunk, where kinject-rag's "
+        "plain template puts a retrieved passage (ft-raft); 0 = none, 1 = all."))
     # Questions name their subject ("During Hurricane Otis, ..."); chunks often do not repeat it.
     title_prefix: bool = field(default=True, metadata=_help("Start every training text with its article title."))
 
@@ -147,6 +155,10 @@ class FinetuneConfig:
                             "--paraphrases)")
         if not _number(self.qa_train_fraction) or not 0 < self.qa_train_fraction < 1:
             problems.append(f"qa_train_fraction={self.qa_train_fraction!r}: expected a number in (0, 1)")
+        if not _number(self.qa_passages) or not 0 <= self.qa_passages <= 1:
+            problems.append(f"qa_passages={self.qa_passages!r}: expected a number in [0, 1]")
+        elif self.qa_passages and not self.qa:
+            problems.append(f"qa_passages={self.qa_passages}: needs a questions file (qa / --qa)")
         if self.merge and self.method != "lora":
             problems.append("merge: only meaningful with method=lora")
         if self.max_memory_gb is not None and (not _number(self.max_memory_gb) or self.max_memory_gb <= 0):
@@ -167,9 +179,14 @@ class FinetuneConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def run_hash(self, data_fingerprint: str) -> str:
-        """Identity of the run: every setting that changes what is learned, plus the training data."""
-        keyed = {k: v for k, v in self.to_dict().items() if k not in RUN_NEUTRAL_KEYS}
+    def run_hash(self, data_fingerprint: str, *, with_paths: bool = False) -> str:
+        """Identity of the run: every setting that changes what is learned, plus the training data's content.
+
+        ``with_paths``: the identity that older runs recorded, which also keyed the data's paths (still accepted when
+        resuming or reusing such a run in place).
+        """
+        neutral = RUN_NEUTRAL_KEYS if with_paths else RUN_NEUTRAL_KEYS | DATA_PATH_KEYS
+        keyed = {k: v for k, v in self.to_dict().items() if k not in neutral}
         keyed["learning_rate"] = self.lr
         payload = json.dumps({"config": keyed, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -69,9 +69,19 @@ def _titled(title: str, text: str, with_title: bool) -> str:
     return f"{title}\n{text}" if with_title and title else text
 
 
-def qa_pairs(path: Path, split) -> tuple[list[str], dict]:
+def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage_share: float = 0.0,
+             seed: int = 0) -> tuple[list[str], dict]:
     """The QA texts of mixed training: the ``train`` part of the questions in ``path`` under ``split``
-    (a ``QuestionSplit``), as ``Question: ...\nAnswer: ...``; and their counts."""
+    (a ``QuestionSplit``), as ``Question: ...\nAnswer: ...``; and their counts.
+
+    ``passage_share`` of them (drawn with ``seed``) follow the text of their chunk
+    (``passages``: chunk_id -> {text, article, chunk_id}, as a KB chunk), as kinject-rag's ``plain`` template places a
+    retrieved passage before the question (RAFT).
+
+    Raises:
+        DataError: no such file, or a question to be given its passage whose chunk is not in ``passages``.
+    """
+    from lm_eval_kinject.prompting import TEMPLATES, render_passages
     from lm_eval_kinject.questions import read_current_events_questions
     from lm_eval_kinject.splits import qa_text
 
@@ -82,7 +92,17 @@ def qa_pairs(path: Path, split) -> tuple[list[str], dict]:
     stats = {"qa_questions": len(questions), "qa_pairs": len(train),
              "qa_train_chunks": len({q["chunk_id"] for q in train}),
              "qa_heldout_chunks": len({q["chunk_id"] for q in questions}) - len({q["chunk_id"] for q in train})}
-    return [qa_text(q) for q in train], stats
+    texts = [qa_text(q) for q in train]
+    if passage_share:
+        chosen = sorted(random.Random(seed).sample(range(len(train)), round(passage_share * len(train))))
+        missing = [train[i]["chunk_id"] for i in chosen if train[i]["chunk_id"] not in (passages or {})]
+        if missing:
+            raise DataError(f"{path}: {len(missing)} question(s) have a chunk_id that is not in the KB (e.g. "
+                            f"{missing[0]!r}); qa_passages needs each question's chunk in the KB it trains on")
+        for i in chosen:
+            texts[i] = render_passages([passages[train[i]["chunk_id"]]], TEMPLATES["plain"]) + texts[i]
+        stats["qa_with_passage"] = len(chosen)
+    return texts, stats
 
 
 def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: int, val_paraphrases: int,

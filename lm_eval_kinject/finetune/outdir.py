@@ -44,8 +44,10 @@ def _differences(stored: dict, config: dict) -> str:
     return "settings differ: " + ", ".join(f"{k}={stored.get(k)!r} there vs {config.get(k)!r} now" for k in keys[:6])
 
 
-def prepare_out(out: Path, run_hash: str, config: dict, resume: bool, overwrite: bool) -> OutState:
-    """Decide what to do with ``out`` and make it ready.
+def prepare_out(out: Path, run_hash: str, config: dict, resume: bool, overwrite: bool,
+                also_accept: frozenset[str] = frozenset()) -> OutState:
+    """Decide what to do with ``out`` and make it ready. ``also_accept``: other hashes of the same run (the identity
+    an older version recorded).
 
     Raises:
         ConfigError: ``out`` holds something else (a file, a foreign folder, another run) and
@@ -60,7 +62,7 @@ def prepare_out(out: Path, run_hash: str, config: dict, resume: bool, overwrite:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
-        state = _existing(out, run_hash, config, resume)
+        state = _existing(out, {run_hash, *also_accept}, config, resume)
         if state is not None:
             return state
     out.mkdir(parents=True, exist_ok=True)
@@ -69,17 +71,17 @@ def prepare_out(out: Path, run_hash: str, config: dict, resume: bool, overwrite:
     return OutState("fresh")
 
 
-def _existing(out: Path, run_hash: str, config: dict, resume: bool) -> OutState | None:
+def _existing(out: Path, run_hashes: set[str], config: dict, resume: bool) -> OutState | None:
     if (out / RESULT_FILE).is_file():
         stored = read_json(out / RESULT_FILE)
-        if stored.get("run_hash") == run_hash:
+        if stored.get("run_hash") in run_hashes:
             return OutState("done")
         raise ConfigError(f"--out {out} holds a finished fine-tuning run with other settings "
                           f"({_differences(stored.get('config', {}), config)}); choose another --out or pass "
                           "--overwrite to replace it")
     if (out / RUN_FILE).is_file():
         stored = read_json(out / RUN_FILE)
-        if stored.get("run_hash") != run_hash:
+        if stored.get("run_hash") not in run_hashes:
             raise ConfigError(f"--out {out} holds an unfinished run with other settings "
                               f"({_differences(stored.get('config', {}), config)}); pass --overwrite to discard it")
         checkpoint = last_checkpoint(out / "checkpoints")

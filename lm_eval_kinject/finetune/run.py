@@ -54,7 +54,9 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
 
     kb = KnowledgeBase.load(Path(config.kb))
     paraphrases = read_paraphrases(Path(config.paraphrases)) if config.paraphrases else None
-    qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed))
+    chunks = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
+    qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed), chunks,
+                             config.qa_passages, config.seed)
                     if config.qa else ([], {}))
     qa = qa * config.qa_repeats
     texts = training_texts(kb, paraphrases, config.n_paraphrases, config.val_paraphrases, config.title_prefix,
@@ -64,7 +66,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
         logger.warning(warning)
     run_hash = config.run_hash(texts.fingerprint)
     out = Path(config.out)
-    state = prepare_out(out, run_hash, config.to_dict(), resume, overwrite)
+    state = prepare_out(out, run_hash, config.to_dict(), resume, overwrite,
+                        also_accept=frozenset({config.run_hash(texts.fingerprint, with_paths=True)}))
     if state.kind == "done":
         logger.info("%s already holds this finished run (run %s); nothing to do (--overwrite retrains)", out, run_hash)
         return FinetuneResult(out, read_json(out / RESULT_FILE), skipped=True)

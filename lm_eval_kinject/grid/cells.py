@@ -123,7 +123,7 @@ def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None) -> 
     qa = arm.training == "chunks+qa"
     return Checkpoint(model=model, kb=experiment.train_kb or experiment.kb, n_paraphrases=n or 0,
                       paraphrases=experiment.paraphrases if n else None,
-                      settings=tuple(sorted(experiment.finetune.items())),
+                      settings=tuple(sorted({**experiment.finetune, **dict(arm.recipe)}.items())),
                       qa=experiment.qa if qa else None,
                       qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa else ())
 

@@ -17,7 +17,8 @@
 Relative paths are relative to the YAML file. Arms are the table of ``lm_eval_kinject/arms.py``:
 ``base``, ``base+rag``, ``ft`` / ``ft-reg`` (fine-tuned on the KB's chunks), ``ft-par`` (one arm per
 ``n_paraphrases`` value), ``ft-mix`` (chunks, the largest N's paraphrases if any, and the QA pairs of
-the training split of ``qa``), each with ``+rag``. An experiment with ``ft-mix`` scores *every* arm
+the training split of ``qa``), ``ft-raft`` (as ``ft-mix``, each QA pair after its chunk), each with
+``+rag``. An experiment with ``ft-mix`` or ``ft-raft`` scores *every* arm
 on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
 paired. ``train_kb`` (default: ``kb``) is the KB the fine-tuned arms train on, e.g. a KB with
 ``only_chunks_of: questions.jsonl`` (the chunks the questions ask about) while +RAG arms retrieve
@@ -325,7 +326,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     qa, qa_split = spec.get("qa"), None
     if any(a.held_out_questions for a in known):
         if not qa:
-            check.error(f"{where}.qa", "ft-mix arms need a questions file (qa: FILE) to take training QA pairs from")
+            check.error(f"{where}.qa", "ft-mix / ft-raft arms need a questions file (qa: FILE) to take training QA pairs from")
         elif not Path(_path(base, qa)).is_file():
             check.error(f"{where}.qa", f"{_path(base, qa)}: no such file")
         split = {"seed": seed if isinstance(seed, int) else 0,
@@ -335,7 +336,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         except ConfigError as error:
             check.error(f"{where}.qa_split", str(error))
     elif qa or spec.get("qa_split"):
-        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-mix+rag)")
+        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-raft and their +rag)")
     if "limit" in spec:
         _check_limit(check, f"{where}.limit", spec["limit"])
     merged_ft = {**finetune, **(spec.get("finetune") or {})}
