@@ -3,9 +3,10 @@
 An arm is a way of giving a model the knowledge of a corpus: none (``base``), retrieval (``+rag``),
 fine-tuning on the corpus's chunks (``ft-reg``), on the chunks and N paraphrases of each
 (``ft-par``), on the chunks plus question-answer pairs of *other* facts (``ft-mix``, mixed
-training; ``ft-raft``, those pairs read after their passage), and the combinations. Grid configs, cells, the runner, the report's tables, figures and
-paired tests and ``kinject demo`` all read this table; none of them spells an arm again. Adding an
-arm is one entry here plus, if it trains on something new, its recipe in ``finetune/data.py``.
+training; ``ft-raft``, those pairs read after their passage), and the combinations. Grid configs,
+cells, the runner, the report's tables, figures and paired tests and ``kinject demo`` all read this
+table; none of them spells an arm again. Adding an arm is one entry here plus, if it trains on
+something new, its recipe in ``finetune/data.py`` (or, if only its settings differ, its ``recipe``).
 
 A *variant* is an arm with its paraphrase count, as cells and result files name it:
 ``ft-par4``, ``ft-par4+rag``, ``ft-mix4`` (``parse_arm`` reads it back). No heavy imports here.

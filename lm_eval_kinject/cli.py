@@ -382,7 +382,8 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
-@click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: base, base+rag, ft-reg, ft-par, ft-raft and the three FT arms +rag.")
+@click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: base, base+rag, ft-reg, "
+              "ft-par, ft-raft and the three FT arms +rag.")
 @click.option("--method", type=click.Choice(["full", "lora"]), help="Fine-tuning method [default: full].")
 @click.option("--learning-rate", type=float, help="Peak learning rate of every FT arm [default: 5e-4].")
 @click.option("--epochs", type=float, help="Epochs of every FT arm [default: 4; --quick: 3].")

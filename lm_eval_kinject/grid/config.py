@@ -326,7 +326,8 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     qa, qa_split = spec.get("qa"), None
     if any(a.held_out_questions for a in known):
         if not qa:
-            check.error(f"{where}.qa", "ft-mix / ft-raft arms need a questions file (qa: FILE) to take training QA pairs from")
+            check.error(f"{where}.qa", "ft-mix / ft-raft arms need a questions file (qa: FILE) to take training QA "
+                                       "pairs from")
         elif not Path(_path(base, qa)).is_file():
             check.error(f"{where}.qa", f"{_path(base, qa)}: no such file")
         split = {"seed": seed if isinstance(seed, int) else 0,
@@ -336,7 +337,8 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         except ConfigError as error:
             check.error(f"{where}.qa_split", str(error))
     elif qa or spec.get("qa_split"):
-        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-raft and their +rag)")
+        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-raft and their "
+                                   "+rag)")
     if "limit" in spec:
         _check_limit(check, f"{where}.limit", spec["limit"])
     merged_ft = {**finetune, **(spec.get("finetune") or {})}
