@@ -87,7 +87,8 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in _TABLE}
 PAIRS = [("base+rag", "base"), ("ft", "base"), ("ft-reg", "base"), ("base+rag", "ft"), ("base+rag", "ft-reg"),
          ("ft+rag", "base+rag"), ("ft-reg+rag", "base+rag"), ("ft-par", "ft-reg"), ("ft-par+rag", "base+rag"),
          ("ft-par", "base"), ("ft-mix", "ft-par"), ("ft-mix", "ft-reg"), ("ft-mix", "base"),
-         ("base+rag", "ft-mix"), ("ft-mix+rag", "base+rag"), ("ft-raft+rag", "base+rag"), ("ft-raft", "ft-mix"),
+         ("base+rag", "ft-mix"), ("ft-mix+rag", "base+rag"), ("ft-raft", "ft-par"), ("ft-raft", "ft-mix"),
+         ("ft-raft", "ft-reg"), ("ft-raft", "base"), ("base+rag", "ft-raft"), ("ft-raft+rag", "base+rag"),
          ("ft-raft+rag", "ft-par+rag")]
 
 _VARIANT = re.compile(r"^(?P<stem>[a-z]+(?:-[a-z]+)?)(?P<n>\d+)?(?P<rag>\+rag)?$")
