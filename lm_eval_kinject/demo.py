@@ -28,8 +28,8 @@ TASK = "kinject_fictional_cloze"  # the 135M model is at chance on lettered ques
 EXPERIMENT = "fictional"
 MIX_EXPERIMENT = "fictional_mix"
 CONTROL_TASK = "kinject_mmlu_cloze_anatomy_0shot"  # forgetting: general knowledge outside the world
-# ft-raft rather than ft-mix by default: on the default world it answers closed-book as FT-par does and with RAG as
-# RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are kept apart and reused).
+# ft-raft rather than ft-mix by default: on the default world it answers closed-book at least as well as FT-par and,
+# with RAG, as RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are reused on a re-run).
 DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-raft", "ft-reg+rag", "ft-par+rag", "ft-raft+rag")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def add_task_dirs_to(task_manager_cls) -> bool:
     import lm_eval.tasks._index as index_module
     import lm_eval.tasks.manager as manager_module
 
+    from lm_eval_kinject.task_index import install as cache_task_index
+
+    try:  # lm-eval's own ~14,000 task YAMLs, parsed once per lm-eval version; a speed-up only, never a failure
+        cache_task_index(index_module.TaskIndex)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger(__name__).debug("lm-eval task index cache not installed (%s)", exc)
     if any(_reads_entry_points(m, "lm_eval.tasks") for m in (manager_module, index_module)):
         return False
     original_init = task_manager_cls.__init__

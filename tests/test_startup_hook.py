@@ -1,9 +1,11 @@
 """The start-up hook: cheap, lazy, keeps lm-eval's built-ins, and can be turned off."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +119,37 @@ def test_grid_and_report_import_no_model_backend():
                   "print([m for m in ('torch', 'transformers', 'lm_eval.models.huggingface', 'vllm') if m in sys.modules])")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]"]
+
+
+def test_lm_evals_task_index_comes_from_the_cache_unchanged(tmp_path, monkeypatch):
+    """lm-eval's own task folder is parsed once and read back as the very same index; a damaged cache file is
+    rebuilt; other folders are indexed as lm-eval does."""
+    import lm_eval.tasks._index as index_module
+
+    from lm_eval_kinject.presets import CACHE_ENV
+    from lm_eval_kinject.registration import task_dirs
+
+    index = index_module.TaskIndex
+    assert index._kinject_cached  # installed by the start-up hook
+    root = Path(index_module.__file__).parent
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    expected = index._kinject_uncached_build([root, *task_dirs()])
+    first = index.build([root, *task_dirs()])  # parses, writes the cache
+    (cached,) = (tmp_path / "lm-eval-task-index").iterdir()
+    second = index.build([root, *task_dirs()])  # reads it
+    assert len(expected) > 10000 and "current_events_cloze" in expected
+    for got in (first, second):
+        assert got.keys() == expected.keys()
+        assert all((g.kind, g.yaml_path, g.cfg, g.tags) == (e.kind, e.yaml_path, e.cfg, e.tags)
+                   for g, e in zip((got[k] for k in expected), expected.values()))
+    # a damaged cache file is rebuilt (shown on our own small task folder)
+    from lm_eval_kinject.task_index import _cached
+
+    ours = task_dirs()[0]
+    before = _cached(ours, index._kinject_uncached_build)
+    written = [p for p in (tmp_path / "lm-eval-task-index").iterdir() if p != cached]
+    assert len(written) == 1
+    written[0].write_text("{not json")
+    again = _cached(ours, index._kinject_uncached_build)
+    assert again.keys() == before.keys() and "current_events_cloze" in again
+    assert json.loads(written[0].read_text())["key"]["root"] == str(ours)

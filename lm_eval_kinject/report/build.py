@@ -55,10 +55,10 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
             continue
         own = [markdown_table(entries, name, spec["title"], lost), ""]
         if split := spec.get("qa_split"):
-            trainers = " / ".join(dict.fromkeys(ARMS[a].label for a in spec["arms"]
-                                                if ARMS[a].held_out_questions and not ARMS[a].rag))
+            trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
+                                                if ARMS[a].held_out_questions))
             own.insert(1, f"\n*Every arm is scored on the held-out split only: the questions about the chunks whose "
-                          f"questions were not trained on as QA pairs by {trainers or 'FT-mix'} (split by chunk: "
+                          f"questions were not trained on as QA pairs by {trainers} (split by chunk: "
                           f"train fraction {split['train_fraction']}, seed {split['seed']}).*")
         if known := known_markdown(entries, name, spec["title"]):
             own += [known, ""]
