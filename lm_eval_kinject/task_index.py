@@ -47,11 +47,13 @@ def _cache_file(key: dict) -> Path:
     return cache_dir() / "lm-eval-task-index" / f"{key['lm_eval']}-{digest}.json"
 
 
-def _dump(index: dict) -> list[dict] | None:
-    rows = [{"name": e.name, "kind": e.kind.name, "yaml_path": None if e.yaml_path is None else str(e.yaml_path),
-             "cfg": e.cfg, "tags": sorted(e.tags)} for e in index.values()]
-    text = json.dumps(rows)
-    return rows if json.loads(text) == rows else None  # only what JSON gives back exactly
+def _dump(key: dict, index: dict) -> str | None:
+    """The cache file's text, or None when JSON would not give some entry back exactly."""
+    stored = {"key": key, "entries": [{"name": e.name, "kind": e.kind.name, "cfg": e.cfg, "tags": sorted(e.tags),
+                                       "yaml_path": None if e.yaml_path is None else str(e.yaml_path)}
+                                      for e in index.values()]}
+    text = json.dumps(stored, separators=(",", ":"))
+    return text if json.loads(text) == stored else None
 
 
 def _load(rows: list[dict]) -> dict:
@@ -75,12 +77,12 @@ def _cached(root: Path, build) -> dict:
         logger.debug("task index cache %s unusable (%s); rebuilding", path, exc)
     index = build([root])
     try:
-        rows = _dump(index)
-        if rows is not None:
-            from lm_eval_kinject.artifacts import write_json_atomic
+        text = _dump(key, index)
+        if text is not None:
+            from lm_eval_kinject.artifacts import write_text_atomic
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, {"key": key, "entries": rows})
+            write_text_atomic(path, text)
     except Exception as exc:  # a read-only cache folder, an entry JSON cannot hold: no cache, same index
         logger.debug("task index cache not written to %s (%s)", path, exc)
     return index
