@@ -50,6 +50,11 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+def _read_off(run) -> str:
+    """", N of them read off ..." when a grid run derived cells from cells on all the questions."""
+    return f" ({len(run.derived)} of them read off cells on all the questions)" if run.derived else ""
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="kinject")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
@@ -430,7 +435,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
         sys.exit(130)
     click.echo("\n\n".join(experiment_summary(report, name) for name in (EXPERIMENT, MIX_EXPERIMENT)
                             if name in report.sections))
-    click.echo(f"\n{out}: {len(run.done)} cells evaluated, {len(run.skipped)} reused, {len(run.failed)} failed in "
+    click.echo(f"\n{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} reused, "
+               f"{len(run.failed)} failed in "
                f"{run.seconds:.0f} s. Report: {report.out / 'report.md'}; grid config: {out / 'demo.yaml'}")
     if run.failed:
         sys.exit(1)
@@ -470,7 +476,8 @@ def grid_(config_file, out, check, no_retry, models) -> None:
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Finished cells are kept in {out}/cells; run the same command to continue.", err=True)
         sys.exit(130)
-    click.echo(f"{out}: {len(run.done)} cells evaluated, {len(run.skipped)} already finished, {len(run.failed)} failed "
+    click.echo(f"{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} already finished, "
+               f"{len(run.failed)} failed "
                f"in {run.seconds:.0f} s" + (f"; failed cells are listed by `kinject report {out}`" if run.failed else ""))
     if run.failed:
         sys.exit(1)

@@ -246,3 +246,61 @@ def test_shipped_grid_configs_are_valid():
         sizes[name] = len(expand(config))
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
     assert sizes == {"embedded": 19, "ci": 8, "paper": 159}
+
+
+MIXED = textwrap.dedent("""\
+    seed: 0
+    models:
+      smollm2-135m: {pretrained: smollm2-135m}
+    task_metadata: {fictional_dir: "WORLD"}
+    knowledge_bases:
+      world: {sources: ["WORLD/chunks.jsonl"]}
+    retrieval: {retriever: bm25, k: 1}
+    finetune: {max_steps: 1, block_size: 64, batch_size: 2}
+    lm_eval: {batch_size: 8}
+    experiments:
+      all: {title: Every question, tasks: [kinject_fictional_cloze], kb: world, arms: [base, base+rag]}
+      mix:
+        title: Held-out half
+        tasks: [kinject_fictional_cloze]
+        kb: world
+        arms: [base, base+rag, ft-mix]
+        qa: WORLD/questions.jsonl
+        qa_split: {train_fraction: 0.5, seed: 3}
+    """)
+
+
+def test_held_out_cells_are_read_off_the_cells_on_every_question(tmp_path):
+    """The held-out half's base and RAG cells cost no model: taken from the cells on every question, they hold
+    the questions, doc ids, correctness, retrieval and log-likelihoods that evaluating them holds."""
+    from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
+    from lm_eval_kinject.grid import run_grid
+
+    world = write_world(FictionalConfig(events=4, paraphrases=0, asked=tuple(SLOTS)), tmp_path / "world")
+    text = MIXED.replace("WORLD", str(world))
+    both = run_grid(_config(tmp_path, text), tmp_path / "both", show_progress=False)
+    assert len(both.done) == 5 and len(both.derived) == 2 and not both.failed
+    for key in both.derived:
+        meta = json.loads((tmp_path / "both" / "cells" / key / "cell.json").read_text())
+        assert meta["experiment"] == "mix" and meta["arm"] in ("base", "base+rag")
+        parent = json.loads((tmp_path / "both" / "cells" / meta["derived_from"] / "cell.json").read_text())
+        assert (parent["experiment"], parent["arm"], parent["question_split"]) == ("all", meta["arm"], None)
+
+    # the same held-out cells evaluated by lm-eval (no cell on every question to read them off)
+    (tmp_path / "alone").mkdir()
+    only_mix = text[:text.index("  all:")] + text[text.index("  mix:"):]
+    shutil.copytree(tmp_path / "both" / "checkpoints", tmp_path / "alone" / "run" / "checkpoints")
+    alone = run_grid(_config(tmp_path / "alone", only_mix), tmp_path / "alone" / "run", show_progress=False)
+    assert len(alone.done) == 3 and not alone.derived and not alone.failed
+    for key in both.derived:
+        ours = json.loads((tmp_path / "both" / "cells" / key / "result.json").read_text())
+        theirs = json.loads((tmp_path / "alone" / "run" / "cells" / key / "result.json").read_text())
+        assert ours["n"] == theirs["n"] == 10  # 2 of the 4 events, 5 questions each
+        assert ours["per_question"] == theirs["per_question"] and ours["acc"] == theirs["acc"]
+        assert ours["retrieval"] == theirs["retrieval"]
+        read = [json.loads(line) for line in (tmp_path / "both" / "cells" / key / "samples.jsonl").open()]
+        evaluated = [json.loads(line) for line in (tmp_path / "alone" / "run" / "cells" / key / "samples.jsonl").open()]
+        assert [(s["doc_id"], s["doc"], s["arguments"]) for s in read] == \
+            [(s["doc_id"], s["doc"], s["arguments"]) for s in evaluated]
+        for a, b in zip(read, evaluated):
+            assert [r[0] for r in a["filtered_resps"]] == pytest.approx([r[0] for r in b["filtered_resps"]], abs=1e-4)

@@ -148,6 +148,7 @@ def expand(config: GridConfig) -> list[Cell]:
                 for task in experiment.control_tasks:
                     cells.append(Cell(experiment.name, model, stem, task, "control", experiment.limit,
                                       checkpoint=checkpoint))
-    # a model loads once: its base cells, then each checkpoint's cells (without, then with retrieval)
+    # a model loads once: its base cells, then each checkpoint's cells (without, then with retrieval); a cell
+    # on a part of the questions comes after the cell on all of them, which it may be read off (grid/subsets.py)
     return sorted(cells, key=lambda c: (list(config.models).index(c.model), c.checkpoint is not None,
-                                        str(c.checkpoint), c.rag))
+                                        str(c.checkpoint), c.rag, bool(c.task_metadata)))

@@ -39,6 +39,7 @@ class GridRun:
     done: list[str] = field(default_factory=list)  # cell hashes evaluated in this run
     skipped: list[str] = field(default_factory=list)  # finished before this run
     failed: list[str] = field(default_factory=list)
+    derived: list[str] = field(default_factory=list)  # read off a finished cell on every question (grid/subsets.py)
     seconds: float = 0.0
 
 
@@ -183,6 +184,7 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     samples = out["samples"][cell.task]
     records = [r for r in lm.retrieval_records if r["task"] == cell.task]
     gold = [r["gold_retrieved"] for r in records if r["gold_retrieved"] is not None]
+    by_doc = {r["doc_id"]: r["gold_retrieved"] for r in records}
     result = {
         "acc": metrics["acc,none"], "acc_stderr": metrics.get("acc_stderr,none"), "acc_norm": metrics.get("acc_norm,none"),
         "n": len(samples), "alias": metrics.get("alias", cell.task),
@@ -193,7 +195,21 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
         "prefix_cache": dict(Counter(getattr(lm, "prefix_cache_stats", {})) - cache_before),
         "lm_eval": {key: out.get(key) for key in ("results", "configs", "versions", "n-samples", "config")},
     }
+    if cell.rag:  # per question, so that a cell on a part of these questions can be read off this one
+        result["per_question"]["gold_retrieved"] = [by_doc.get(s["doc_id"]) for s in samples]
     return result, samples
+
+
+def _derived(cell: Cell, config: GridConfig, out: Path) -> tuple[tuple[dict, list[dict]], str] | None:
+    """``cell``'s result read off the finished cell that scored all its questions, and that cell's hash; or None."""
+    from lm_eval_kinject.grid.subsets import derive, parent_cell
+
+    parent = parent_cell(cell, config.task_metadata)
+    if parent is None:
+        return None
+    key = parent.hash(config)
+    derived = derive(cell, out / "cells" / key, key)
+    return (derived, key) if derived is not None else None
 
 
 def _write_cell(folder: Path, meta: dict, result: dict | None = None, samples: list[dict] | None = None) -> None:
@@ -247,6 +263,15 @@ def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_fa
             bar.set_postfix_str(f"{cell.model} {cell.arm} {cell.task}")
             meta = {**cell.describe(), "hash": key, "identity": cell.identity(config)}
             cell_started = time.perf_counter()
+            derived = _derived(cell, config, out)
+            if derived is not None:
+                (result, samples), parent = derived
+                meta.update(status="done", seconds=round(time.perf_counter() - cell_started, 1), derived_from=parent)
+                _write_cell(out / "cells" / key, meta, result, samples)
+                run.done.append(key)
+                run.derived.append(key)
+                bar.update(1)
+                continue
             try:
                 result, samples = _evaluate(cell, resources, config)
             except KeyboardInterrupt:
