@@ -383,7 +383,7 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
               help="Run folder: the world, demo.yaml (its grid config), the grid's cells and the report.")
 @click.option("--work", "work", type=click.Path(path_type=Path), hidden=True)  # the option's old name
 @click.option("--quick", is_flag=True,
-              help="A smaller version (8 events; FT-reg, FT-par N=2, FT-mix; no FT+RAG, no control task).")
+              help="A smaller version (8 events; FT-reg, FT-par N=2, FT-RAFT; no FT+RAG, no control task).")
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
@@ -436,8 +436,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
     click.echo("\n\n".join(experiment_summary(report, name) for name in (EXPERIMENT, MIX_EXPERIMENT)
                             if name in report.sections))
     click.echo(f"\n{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} reused, "
-               f"{len(run.failed)} failed in "
-               f"{run.seconds:.0f} s. Report: {report.out / 'report.md'}; grid config: {out / 'demo.yaml'}")
+               f"{len(run.failed)} failed in {run.seconds:.0f} s. Report: {report.out / 'report.md'}; "
+               f"grid config: {out / 'demo.yaml'}")
     if run.failed:
         sys.exit(1)
 
@@ -477,8 +477,8 @@ def grid_(config_file, out, check, no_retry, models) -> None:
         click.echo(f"\nInterrupted. Finished cells are kept in {out}/cells; run the same command to continue.", err=True)
         sys.exit(130)
     click.echo(f"{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} already finished, "
-               f"{len(run.failed)} failed "
-               f"in {run.seconds:.0f} s" + (f"; failed cells are listed by `kinject report {out}`" if run.failed else ""))
+               f"{len(run.failed)} failed in {run.seconds:.0f} s"
+               + (f"; failed cells are listed by `kinject report {out}`" if run.failed else ""))
     if run.failed:
         sys.exit(1)
 

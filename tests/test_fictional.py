@@ -126,16 +126,16 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
     headers = [[c.strip() for c in line.split("|")[3:-1]] for line in first.stdout.splitlines()
                if line.startswith("| task | model |")]
     assert headers[0] == ["Base", "Base + RAG", "FT-reg", "FT-par"]  # Table 2's order, on every question
-    assert headers[2] == ["Base", "Base + RAG", "FT-reg", "FT-par", "FT-mix"]  # [1]: known vs unknown
-    assert "known vs unknown" in first.stdout and "FT-mix | FT-par" in first.stdout  # the paired test
+    assert headers[2] == ["Base", "Base + RAG", "FT-reg", "FT-par", "FT-RAFT"]  # [1]: known vs unknown
+    assert "known vs unknown" in first.stdout and "FT-RAFT | FT-par" in first.stdout  # the paired test
     report = json.loads((out / "report.json").read_text())
     main = [c for c in report["cells"] if c["role"] == "main" and c["experiment"] == "fictional_mix"]
-    assert sorted(c["arm"] for c in main) == ["base", "base+rag", "ft-mix2", "ft-par2", "ft-reg"]
+    assert sorted(c["arm"] for c in main) == ["base", "base+rag", "ft-par2", "ft-raft2", "ft-reg"]
     assert all(c["status"] == "done" and c["n"] == 6 for c in report["cells"] if c["role"] == "main")
     assert all(c["known"]["n"] + c["unknown"]["n"] == 6 for c in report["cells"] if c["role"] == "main")
-    assert {c["arm"] for c in report["cells"] if c["role"] == "control"} == {"base", "ft-reg", "ft-par2", "ft-mix2"}
+    assert {c["arm"] for c in report["cells"] if c["role"] == "control"} == {"base", "ft-reg", "ft-par2", "ft-raft2"}
     assert "Δctl" in (out / "report.md").read_text() and (out / "figure4_fictional.png").is_file()
-    # every cell scored the held-out split: none of its questions is a training QA pair of ft-mix
+    # every cell scored the held-out split: none of its questions is a training QA pair of ft-raft
     trained = {json.loads(line)["question"] for line in (out / "world" / "questions.jsonl").read_text().splitlines()
                if json.loads(line)["chunk_id"] in _train_chunks(out)}
     for cell in main:

@@ -278,29 +278,32 @@ def test_held_out_cells_are_read_off_the_cells_on_every_question(tmp_path):
 
     world = write_world(FictionalConfig(events=4, paraphrases=0, asked=tuple(SLOTS)), tmp_path / "world")
     text = MIXED.replace("WORLD", str(world))
-    both = run_grid(_config(tmp_path, text), tmp_path / "both", show_progress=False)
-    assert len(both.done) == 5 and len(both.derived) == 2 and not both.failed
-    for key in both.derived:
-        meta = json.loads((tmp_path / "both" / "cells" / key / "cell.json").read_text())
-        assert meta["experiment"] == "mix" and meta["arm"] in ("base", "base+rag")
-        parent = json.loads((tmp_path / "both" / "cells" / meta["derived_from"] / "cell.json").read_text())
-        assert (parent["experiment"], parent["arm"], parent["question_split"]) == ("all", meta["arm"], None)
-
-    # the same held-out cells evaluated by lm-eval (no cell on every question to read them off)
-    (tmp_path / "alone").mkdir()
-    only_mix = text[:text.index("  all:")] + text[text.index("  mix:"):]
-    shutil.copytree(tmp_path / "both" / "checkpoints", tmp_path / "alone" / "run" / "checkpoints")
-    alone = run_grid(_config(tmp_path / "alone", only_mix), tmp_path / "alone" / "run", show_progress=False)
+    out = tmp_path / "run"
+    # first the held-out experiment alone: nothing to read its cells off, so lm-eval evaluates them
+    alone = run_grid(_config(tmp_path, text[:text.index("  all:")] + text[text.index("  mix:"):]), out,
+                     show_progress=False)
     assert len(alone.done) == 3 and not alone.derived and not alone.failed
-    for key in both.derived:
-        ours = json.loads((tmp_path / "both" / "cells" / key / "result.json").read_text())
-        theirs = json.loads((tmp_path / "alone" / "run" / "cells" / key / "result.json").read_text())
+    held_out = {key: json.loads((out / "cells" / key / "cell.json").read_text())["arm"] for key in alone.done}
+    held_out = {key: arm for key, arm in held_out.items() if arm in ("base", "base+rag")}
+    evaluated = {key: shutil.copytree(out / "cells" / key, tmp_path / "evaluated" / key) for key in held_out}
+    for key in held_out:  # as if never run
+        shutil.rmtree(out / "cells" / key)
+
+    both = run_grid(_config(tmp_path, text), out, show_progress=False)  # every question, then the held-out half
+    assert len(both.done) == 4 and sorted(both.derived) == sorted(held_out) and not both.failed
+    for key, arm in held_out.items():
+        meta = json.loads((out / "cells" / key / "cell.json").read_text())
+        parent = json.loads((out / "cells" / meta["derived_from"] / "cell.json").read_text())
+        assert (parent["experiment"], parent["arm"], parent["question_split"]) == ("all", arm, None)
+        assert meta["experiment"] == "mix" and meta["question_split"]["question_split"] == "heldout"
+        ours = json.loads((out / "cells" / key / "result.json").read_text())
+        theirs = json.loads((evaluated[key] / "result.json").read_text())
         assert ours["n"] == theirs["n"] == 10  # 2 of the 4 events, 5 questions each
         assert ours["per_question"] == theirs["per_question"] and ours["acc"] == theirs["acc"]
         assert ours["retrieval"] == theirs["retrieval"]
-        read = [json.loads(line) for line in (tmp_path / "both" / "cells" / key / "samples.jsonl").open()]
-        evaluated = [json.loads(line) for line in (tmp_path / "alone" / "run" / "cells" / key / "samples.jsonl").open()]
+        read = [json.loads(line) for line in (out / "cells" / key / "samples.jsonl").open()]
+        scored = [json.loads(line) for line in (evaluated[key] / "samples.jsonl").open()]
         assert [(s["doc_id"], s["doc"], s["arguments"]) for s in read] == \
-            [(s["doc_id"], s["doc"], s["arguments"]) for s in evaluated]
-        for a, b in zip(read, evaluated):
+            [(s["doc_id"], s["doc"], s["arguments"]) for s in scored]
+        for a, b in zip(read, scored):
             assert [r[0] for r in a["filtered_resps"]] == pytest.approx([r[0] for r in b["filtered_resps"]], abs=1e-4)
