@@ -96,6 +96,8 @@ def main() -> None:
                         help="mix arms: share of the QA pairs trained after their gold chunk (RAFT)")
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r)")
     parser.add_argument("--rag", action="store_true", help="also score with the gold chunk in the prompt")
+    parser.add_argument("--train-fraction", type=float, default=0.5,
+                        help="share of the events whose questions mix arms train on (the rest are scored)")
     args = parser.parse_args()
 
     from lm_eval_kinject.presets import resolve_pretrained
@@ -104,8 +106,9 @@ def main() -> None:
 
     world, kb = _world(args.work, args.events)
     questions = read_current_events_questions(world / "questions.jsonl")
-    held = QuestionSplit().select(questions, "heldout")
-    trained = {q["choices"][q["answer"]] for q in QuestionSplit().select(questions, "train")}
+    split = QuestionSplit(args.train_fraction)
+    held = split.select(questions, "heldout")
+    trained = {q["choices"][q["answer"]] for q in split.select(questions, "train")}
     passages = {c["chunk_id"]: c["text"] for c in map(json.loads, (world / "chunks.jsonl").read_text().splitlines())}
     if args.base:
         folder = resolve_pretrained("smollm2-135m")["pretrained"]
@@ -120,20 +123,23 @@ def main() -> None:
     out = args.work / (f"ck-{args.events}-{args.arm}-e{args.fact_passes or args.epochs}-lr{args.lr}-b{args.block}"
                        + (f"-lora{args.lora_r}" if args.method == "lora" else "")
                        + (f"-qa{args.qa_repeats}" if kind == "mix" else "")
-                       + (f"-psg{args.qa_passages}" if args.qa_passages else ""))
+                       + (f"-psg{args.qa_passages}" if args.qa_passages else "")
+                       + (f"-tf{args.train_fraction}" if args.train_fraction != 0.5 else ""))
     config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
                             qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
                             fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
                             batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False,
                             method=args.method, merge=args.method == "lora", qa_repeats=args.qa_repeats,
-                            qa_passages=args.qa_passages, lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+                            qa_passages=args.qa_passages, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                            qa_train_fraction=args.train_fraction)
     started = time.time()
     meta = finetune(config, resume=True).metadata
     seconds = time.time() - started
     closed = accuracy(score(str(out), held), held, trained)
     rag = accuracy(score(str(out), held, passages=passages), held) if args.rag else None
     training = meta["training"]
-    print(json.dumps({"arm": args.arm, "epochs": config.train_epochs, "lr": args.lr, "block": args.block,
+    print(json.dumps({"arm": args.arm, "train_fraction": args.train_fraction, "epochs": config.train_epochs,
+                      "lr": args.lr, "block": args.block,
                       "n": len(held), "method": args.method, "qa_repeats": args.qa_repeats,
                       "qa_passages": args.qa_passages,
                       "rag_acc": rag["acc"] if rag else None, "rag_correct": rag["correct"] if rag else None,
