@@ -48,7 +48,7 @@ def derive(cell: Cell, parent_folder: Path, parent_key: str) -> tuple[dict, list
         return None
     parent, samples = state.result, _samples(parent_folder)
     per_question = parent["per_question"]
-    if not samples or len(samples) != parent["n"] or parent.get("lm_eval", {}).get("derived_from"):
+    if not samples or len(samples) != parent["n"]:
         return None
     docs = [s.get("doc") if isinstance(s.get("doc"), dict) else {} for s in samples]
     if any(not d.get("chunk_id") for d in docs) or [s["doc_id"] for s in samples] != list(range(len(samples))):
@@ -76,7 +76,7 @@ def derive(cell: Cell, parent_folder: Path, parent_key: str) -> tuple[dict, list
     if cell.rag:
         gold = [retrieved[i] for i in kept]
         result["per_question"]["gold_retrieved"] = gold
-        known = [g for g in gold if g is not None]
-        result["retrieval"] = {**parent["retrieval"], "recall": sum(known) / len(known) if known else None,
-                               "n": len(known)}
+        with_gold = [g for g in gold if g is not None]
+        result["retrieval"] = {**parent["retrieval"], "recall": sum(with_gold) / len(with_gold) if with_gold else None,
+                               "n": len(with_gold)}
     return result, out_samples
