@@ -6,6 +6,9 @@ Fast enough to try recipes on 2 CPU cores; ``kinject demo`` then runs the chosen
     python benchmarks/ft_recipe.py --base
     python benchmarks/ft_recipe.py --arm reg --epochs 10 --lr 3e-4      # or par4, mix4 (N paraphrases)
     python benchmarks/ft_recipe.py --arm par4 --fact-passes 10 --lr 3e-4 # equal token budget with FT-reg
+    python benchmarks/ft_recipe.py --events 20 --arm mix3 --epochs 4 --lr 5e-4 --qa-passages 1 --qa-layout chunk \
+        --practice-events 30 --no-split   # QA of 30 practice events only; every question of the world scored
+    python benchmarks/ft_recipe.py --events 20 --no-split --checkpoint runs/demo/checkpoints/ID  # score a model
 
 Prints one JSON line per run (accuracy, tokens, steps, seconds, losses, per-question correctness).
 """
@@ -19,14 +22,15 @@ from pathlib import Path
 DESCRIPTION = "The following are questions (with answers) about historical events.\n\n"
 
 
-def _world(work: Path, events: int) -> tuple[Path, Path]:
+def _world(work: Path, events: int, practice: int = 0) -> tuple[Path, Path]:
     from lm_eval_kinject.corpus import read_source
     from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
     from lm_eval_kinject.kb import build_kb, is_kb
 
-    world, kb = work / f"world{events}", work / f"kb{events}"
+    world, kb = work / (f"world{events}" + (f"q{practice}" if practice else "")), work / f"kb{events}"
     if not (world / "manifest.json").is_file():
-        write_world(FictionalConfig(seed=0, events=events, paraphrases=11, asked=tuple(SLOTS)), world)
+        write_world(FictionalConfig(seed=0, events=events, paraphrases=11, asked=tuple(SLOTS),
+                                    practice_events=practice), world)
     if not is_kb(kb):
         build_kb(read_source(world / "chunks.jsonl"), kb, sources=[str(world / "chunks.jsonl")], show_progress=False)
     return world, kb
@@ -98,23 +102,34 @@ def main() -> None:
     parser.add_argument("--rag", action="store_true", help="also score with the gold chunk in the prompt")
     parser.add_argument("--train-fraction", type=float, default=0.5,
                         help="share of the events whose questions mix arms train on (the rest are scored)")
+    parser.add_argument("--no-split", action="store_true",
+                        help="score every question; mix arms train on practice questions only (--practice-events)")
+    parser.add_argument("--practice-events", type=int, default=0,
+                        help="mix arms: also train on the QA of this many practice events (never scored)")
+    parser.add_argument("--qa-layout", default="pair", choices=["pair", "chunk"],
+                        help="with --qa-passages: a passage per QA pair, or one per chunk before all its pairs")
+    parser.add_argument("--checkpoint", help="score this model folder instead of training")
     args = parser.parse_args()
 
     from lm_eval_kinject.presets import resolve_pretrained
     from lm_eval_kinject.questions import read_current_events_questions
     from lm_eval_kinject.splits import QuestionSplit
 
-    world, kb = _world(args.work, args.events)
+    world, kb = _world(args.work, args.events, args.practice_events)
     questions = read_current_events_questions(world / "questions.jsonl")
     split = QuestionSplit(args.train_fraction)
-    held = split.select(questions, "heldout")
-    trained = {q["choices"][q["answer"]] for q in split.select(questions, "train")}
+    held = questions if args.no_split else split.select(questions, "heldout")
+    trained = set() if args.no_split else {q["choices"][q["answer"]] for q in split.select(questions, "train")}
+    if args.practice_events:
+        trained |= {q["choices"][q["answer"]]
+                    for q in read_current_events_questions(world / "practice_questions.jsonl")}
     passages = {c["chunk_id"]: c["text"] for c in map(json.loads, (world / "chunks.jsonl").read_text().splitlines())}
-    if args.base:
-        folder = resolve_pretrained("smollm2-135m")["pretrained"]
+    if args.base or args.checkpoint:
+        folder = args.checkpoint or resolve_pretrained("smollm2-135m")["pretrained"]
         closed = accuracy(score(folder, held), held, trained)
         rag = accuracy(score(folder, held, passages=passages), held) if args.rag else None
-        print(json.dumps({"arm": "base", "n": len(held), **closed, "rag_acc": rag["acc"] if rag else None,
+        print(json.dumps({"arm": args.checkpoint or "base", "n": len(held), **closed,
+                          "rag_acc": rag["acc"] if rag else None,
                           "rag_correct": rag["correct"] if rag else None}))
         return
     from lm_eval_kinject.finetune import FinetuneConfig, finetune
@@ -124,9 +139,17 @@ def main() -> None:
                        + (f"-lora{args.lora_r}" if args.method == "lora" else "")
                        + (f"-qa{args.qa_repeats}" if kind == "mix" else "")
                        + (f"-psg{args.qa_passages}" if args.qa_passages else "")
-                       + (f"-tf{args.train_fraction}" if args.train_fraction != 0.5 else ""))
+                       + (f"-tf{args.train_fraction}" if args.train_fraction != 0.5 and not args.no_split else "")
+                       + ("-nosplit" if args.no_split and kind == "mix" else "")
+                       + (f"-q{args.practice_events}" if args.practice_events and kind == "mix" else "")
+                       + ("-bychunk" if args.qa_layout == "chunk" and args.qa_passages else ""))
     config = FinetuneConfig(kb=str(kb), out=str(out), paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=n,
-                            qa=str(world / "questions.jsonl") if kind == "mix" else None, epochs=args.epochs,
+                            qa=str(world / "questions.jsonl") if kind == "mix" and not args.no_split else None,
+                            qa_practice=str(world / "practice_questions.jsonl")
+                            if kind == "mix" and args.practice_events else None,
+                            qa_practice_chunks=str(world / "practice_chunks.jsonl")
+                            if kind == "mix" and args.practice_events else None,
+                            qa_layout=args.qa_layout, epochs=args.epochs,
                             fact_passes=args.fact_passes, learning_rate=args.lr, block_size=args.block,
                             batch_size=args.batch, logging_steps=20, save_steps=1000, show_progress=False,
                             method=args.method, merge=args.method == "lora", qa_repeats=args.qa_repeats,
@@ -138,7 +161,9 @@ def main() -> None:
     closed = accuracy(score(str(out), held), held, trained)
     rag = accuracy(score(str(out), held, passages=passages), held) if args.rag else None
     training = meta["training"]
-    print(json.dumps({"arm": args.arm, "train_fraction": args.train_fraction, "epochs": config.train_epochs,
+    print(json.dumps({"arm": args.arm, "train_fraction": None if args.no_split else args.train_fraction,
+                      "practice_events": args.practice_events, "qa_layout": args.qa_layout,
+                      "epochs": config.train_epochs,
                       "lr": args.lr, "block": args.block,
                       "n": len(held), "method": args.method, "qa_repeats": args.qa_repeats,
                       "qa_passages": args.qa_passages,

@@ -366,15 +366,20 @@ def fictional() -> None:
 @click.option("--paraphrases", default=6, show_default=True, help="Paraphrases per chunk (FT-par data).")
 @click.option("--asked", default="town,year,leader", show_default=True,
               help="Facts that become questions: comma-separated of town,year,leader,organiser,participants.")
-def fictional_generate(out, seed, events, paraphrases, asked) -> None:
+@click.option("--practice-events", default=0, show_default=True,
+              help="Events outside the world, every fact asked: QA exercises for mixed training (qa_practice), "
+                   "written to practice_chunks.jsonl and practice_questions.jsonl.")
+def fictional_generate(out, seed, events, paraphrases, asked, practice_events) -> None:
     """Write a world in the current-events format: chunks, questions, paraphrases, facts, manifest."""
-    from lm_eval_kinject.fictional import FictionalConfig, write_world
+    from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
 
     config = FictionalConfig(seed=seed, events=events, paraphrases=paraphrases,
-                             asked=tuple(a.strip() for a in asked.split(",") if a.strip()))
+                             asked=tuple(a.strip() for a in asked.split(",") if a.strip()),
+                             practice_events=practice_events)
     write_world(config, out)
-    click.echo(f"{out}: {events} events, {events * len(config.asked)} questions, {paraphrases} paraphrases per "
-               f"chunk (seed {seed}). Evaluate: lm_eval --model kinject-rag --tasks kinject_fictional_cloze "
+    practice = f", {practice_events * len(SLOTS)} practice questions" if practice_events else ""
+    click.echo(f"{out}: {events} events, {events * len(config.asked)} questions{practice}, {paraphrases} paraphrases "
+               f"per chunk (seed {seed}). Evaluate: lm_eval --model kinject-rag --tasks kinject_fictional_cloze "
                f"--metadata '{{\"fictional_dir\": \"{out}\"}}'")
 
 
@@ -385,6 +390,9 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
 @click.option("--quick", is_flag=True,
               help="A smaller version (8 events; FT-reg, FT-par N=2, FT-RAFT; no FT+RAG, no control task).")
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
+@click.option("--practice-events", "practice_events", type=click.IntRange(0, 276),
+              help="Events outside the world whose QA pairs FT-RAFT / FT-mix train on, never scored (default 30; "
+                   "--quick: 12).")
 @click.option("--n-paraphrases", "n_paraphrases", help="FT-par: paraphrases per chunk, comma-separated; several "
               "give the paper's Figure 4 (e.g. 1,2,5,10; 0 = FT-reg is always there). Default 3; --quick: 2.")
 @click.option("--arms", help=f"Arms, comma-separated, from: {', '.join(ARMS)}. Default: base, base+rag, ft-reg, "
@@ -396,19 +404,20 @@ def fictional_generate(out, seed, events, paraphrases, asked) -> None:
               "whatever N (equal token budgets for FT-reg and FT-par).")
 @click.option("--retriever", type=click.Choice(list(SEARCH_RETRIEVERS)), help=f"[default: {DEFAULT_RETRIEVER}]")
 @click.option("-k", type=click.IntRange(1), help="Chunks retrieved per question [default: 1].")
-@click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N (held-out) questions.")
+@click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N questions.")
 @click.option("--control-task", "control_tasks", multiple=True, help="Task that measures forgetting (repeatable; "
               "default: MMLU anatomy cloze when $KINJECT_MMLU_DIR is set or the Hub is reachable).")
 @click.option("--no-control", is_flag=True, help="Measure no forgetting.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The world and every seed.")
-def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes, retriever, k, limit,
-         control_tasks, no_control, seed) -> None:
+def demo(out, work, quick, events, practice_events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes,
+         retriever, k, limit, control_tasks, no_control, seed) -> None:
     """The paper's comparison on a fictional world, offline, on the embedded model and embedder.
 
-    Base, RAG, FT-reg, FT-par, FT-RAFT (documents + QA pairs of other facts, each after its passage)
-    and the FT arms with RAG (--arms adds FT-mix: the QA pairs without passages),
-    run as a grid (OUT/demo.yaml) and reported like one: OUT/report.md, report.json, Figure 4, paired tests."""
-    from lm_eval_kinject.demo import EXPERIMENT, MIX_EXPERIMENT, DemoConfig, run_demo, with_options
+    Base, RAG, FT-reg, FT-par, FT-RAFT (the documents, plus QA pairs of practice events outside the
+    world, each event's passage followed by its pairs) and the FT arms with RAG (--arms adds FT-mix:
+    the QA pairs without passages), every arm scored on every question; run as a grid (OUT/demo.yaml)
+    and reported like one: OUT/report.md, report.json, Figure 4, paired tests."""
+    from lm_eval_kinject.demo import EXPERIMENT, DemoConfig, run_demo, with_options
     from lm_eval_kinject.report.build import experiment_summary
 
     out = work or out
@@ -424,7 +433,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
                                      param_hint="--n-paraphrases") from None
     finetune = {k: v for k, v in {"method": method, "learning_rate": learning_rate, "epochs": epochs,
                                   "fact_passes": fact_passes}.items() if v is not None}
-    config = with_options(config, out=out, events=events, n_paraphrases=ns, retriever=retriever, k=k, limit=limit,
+    config = with_options(config, out=out, events=events, practice_events=practice_events, n_paraphrases=ns,
+                          retriever=retriever, k=k, limit=limit,
                           seed=seed, finetune=finetune,
                           arms=tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else None,
                           control_tasks=() if no_control else (tuple(control_tasks) or None))
@@ -433,8 +443,8 @@ def demo(out, work, quick, events, n_paraphrases, arms, method, learning_rate, e
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Finished cells are kept in {out}; run the same command to continue.", err=True)
         sys.exit(130)
-    click.echo("\n\n".join(experiment_summary(report, name) for name in (EXPERIMENT, MIX_EXPERIMENT)
-                            if name in report.sections))
+    if EXPERIMENT in report.sections:
+        click.echo(experiment_summary(report, EXPERIMENT))
     click.echo(f"\n{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} reused, "
                f"{len(run.failed)} failed in {run.seconds:.0f} s. Report: {report.out / 'report.md'}; "
                f"grid config: {out / 'demo.yaml'}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lm_eval_kinject.arms import ARMS
@@ -21,12 +21,10 @@ from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "demo_grid", "run_demo", "with_options", "TASK", "EXPERIMENT", "MIX_EXPERIMENT",
-           "CONTROL_TASK"]
+__all__ = ["DemoConfig", "demo_grid", "run_demo", "with_options", "TASK", "EXPERIMENT", "CONTROL_TASK"]
 
 TASK = "kinject_fictional_cloze"  # the 135M model is at chance on lettered questions even with the answer shown
 EXPERIMENT = "fictional"
-MIX_EXPERIMENT = "fictional_mix"
 CONTROL_TASK = "kinject_mmlu_cloze_anatomy_0shot"  # forgetting: general knowledge outside the world
 # ft-raft rather than ft-mix by default: on the default world it answers closed-book at least as well as FT-par and,
 # with RAG, as RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are reused on a re-run).
@@ -39,9 +37,10 @@ class DemoConfig:
 
     out: Path = Path("runs/demo")
     # Every fact of an event is asked: five questions per chunk cost no training and give the paired
-    # tests their power; half the events' questions train ft-mix / ft-raft, the other half are scored.
+    # tests their power. FT-RAFT / FT-mix learn to answer from the QA of 30 practice events (150 pairs,
+    # never in the KB, never scored), so every arm is scored on every question of the world.
     world: FictionalConfig = field(default_factory=lambda: FictionalConfig(events=20, paraphrases=11,
-                                                                           asked=tuple(SLOTS)))
+                                                                           asked=tuple(SLOTS), practice_events=30))
     model: str = "smollm2-135m"
     arms: tuple[str, ...] = DEFAULT_ARMS
     n_paraphrases: tuple[int, ...] = (3,)  # ascending; several give the paper's Figure 4
@@ -76,14 +75,19 @@ class DemoConfig:
             problems.append(f"--arms {','.join(unknown)}: unknown; valid: {', '.join(ARMS)}")
         if self.k < 1:
             problems.append(f"k={self.k}: expected a positive integer")
+        asking = [a for a in self.arms if a in ARMS and ARMS[a].trains_on_questions]
+        if asking and not self.world.practice_events:
+            problems.append(f"--arms {','.join(asking)}: train on the QA pairs of practice events; "
+                            "--practice-events 0 gives them none (use 4 or more)")
         if problems:
             raise ConfigError("kinject demo: " + "; ".join(problems))
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        """A smaller version: 8 events, FT-reg, FT-par (N = 2) and FT-RAFT, 3 epochs, no FT+RAG and no control
-        task (unless one is asked for)."""
-        world = FictionalConfig(seed=overrides.get("seed", 0), events=8, paraphrases=3, asked=tuple(SLOTS))
+        """A smaller version: 8 events (12 practice events), FT-reg, FT-par (N = 2) and FT-RAFT, 3 epochs, no
+        FT+RAG and no control task (unless one is asked for)."""
+        world = FictionalConfig(seed=overrides.get("seed", 0), events=8, paraphrases=3, asked=tuple(SLOTS),
+                                practice_events=12)
         finetune = {**cls().finetune, "epochs": 3.0}
         return cls(**{"world": world, "n_paraphrases": (2,), "finetune": finetune, "control_tasks": (),
                       "arms": ("base", "base+rag", "ft-reg", "ft-par", "ft-raft"), **overrides})
@@ -105,11 +109,9 @@ def _control_tasks(config: DemoConfig) -> tuple[str, ...]:
 def demo_grid(config: DemoConfig, world: Path) -> dict:
     """The grid config of the demo, as the mapping a YAML file would hold (paths absolute).
 
-    Two experiments share every checkpoint: ``fictional`` (the paper's Table 2 and Figure 4, scored on
-    every question) and, when an arm trains on questions, ``fictional_mix`` (mixed training against
-    the base model, FT-reg and FT-par, scored on the held-out half only: the half whose questions no
-    model trained on). Splitting them costs a few evaluations, no training, and keeps the paper's
-    comparisons on all the questions.
+    One experiment, ``fictional``: the paper's Table 2 and Figure 4, and mixed training beside them,
+    every arm scored on every question. The arms that train on QA pairs (FT-RAFT, FT-mix) take them
+    from the world's practice events (``qa_practice``), whose facts no question asks.
     """
     from lm_eval_kinject.questions import MMLU_DIR_ENV
 
@@ -124,15 +126,11 @@ def demo_grid(config: DemoConfig, world: Path) -> dict:
     if config.limit is not None:
         common["limit"] = config.limit
     title = f"Fictional world ({config.world.events} events, seed {config.world.seed})"
-    experiments = {}
-    paper = [a.name for a in arms if not a.held_out_questions]
-    if paper:
-        experiments[EXPERIMENT] = {"title": title, "arms": paper, **common}
-    if any(a.held_out_questions for a in arms):
-        compared = [a.name for a in arms if a.held_out_questions or a.name in ("base", "base+rag", "ft-reg", "ft-par")]
-        experiments[MIX_EXPERIMENT] = {
-            "title": f"{title}, mixed training: held-out half", "arms": compared, **common,
-            "qa": str(world / "questions.jsonl"), "qa_split": {"train_fraction": 0.5, "seed": config.seed}}
+    experiment = {"title": title, "arms": [a.name for a in arms], **common}
+    if any(a.trains_on_questions for a in arms):
+        experiment.update(qa_practice=str(world / "practice_questions.jsonl"),
+                          qa_practice_chunks=str(world / "practice_chunks.jsonl"))
+    experiments = {EXPERIMENT: experiment}
     return {"seed": config.seed,
             "models": {config.model: {"pretrained": config.model}},
             "knowledge_bases": {"world": {"sources": [str(world / "chunks.jsonl")]}},
@@ -147,7 +145,7 @@ def _world(config: DemoConfig, out: Path) -> Path:
     """The world folder, written once: rewriting it would change its files' times, and with them every hash."""
     folder = out / "world"
     manifest = folder / "manifest.json"
-    wanted = {**asdict(config.world), "asked": list(config.world.asked)}
+    wanted = config.world.to_dict()
     if manifest.is_file():
         try:
             if json.loads(manifest.read_text(encoding="utf-8")).get("config") == wanted:
@@ -186,7 +184,7 @@ def run_demo(config: DemoConfig, show_progress: bool = True):
 def with_options(config: DemoConfig, **options) -> DemoConfig:
     """``config`` with the CLI's options applied (None: keep); the world grows to fit the paraphrase counts."""
     options = {k: v for k, v in options.items() if v is not None}
-    world_options = {k: options.pop(k) for k in ("events",) if k in options}
+    world_options = {k: options.pop(k) for k in ("events", "practice_events") if k in options}
     if "seed" in options:
         world_options["seed"] = options["seed"]
     ns = options.get("n_paraphrases", config.n_paraphrases)

@@ -8,12 +8,17 @@ verbatim but change sentence templates and fact order — the FT-par data; the l
 held-out validation text. Names come from a syllable inventory chosen to sound like no real
 language; all values of a fact type are distinct across the world, so a distractor is never also
 true. Same seed and sizes -> byte-identical files.
+
+Practice events (``practice_events``) are more events of the same kinds, drawn after the world's and
+sharing none of its names, years or counts: their chunks and questions (``practice_chunks.jsonl``,
+``practice_questions.jsonl``) are QA exercises for mixed training (``qa_practice``), never in the KB
+and never scored. Adding them leaves the world's own files as they were.
 """
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lm_eval_kinject.artifacts import atomic_dir
@@ -86,6 +91,8 @@ class FictionalConfig:
     paraphrases: int = 6
     # Which facts become questions (all five are stated in every chunk).
     asked: tuple[str, ...] = ("town", "year", "leader")
+    # Events outside the world whose questions (all five facts each) are training exercises only.
+    practice_events: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -93,6 +100,11 @@ class FictionalConfig:
             problems.append(f"seed={self.seed!r}: expected an integer >= 0")
         if not isinstance(self.events, int) or not 4 <= self.events <= 280:
             problems.append(f"events={self.events!r}: expected 4..280 (4 options need 4 events; years are distinct)")
+        if (not isinstance(self.practice_events, int) or isinstance(self.practice_events, bool)
+                or self.practice_events < 0 or 0 < self.practice_events < 4
+                or (isinstance(self.events, int) and self.events + self.practice_events > 280)):
+            problems.append(f"practice_events={self.practice_events!r}: expected 0, or 4..{280 - self.events} "
+                            "(4 options need 4 events; years are distinct across the world and its practice)")
         if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= 50:
             problems.append(f"paraphrases={self.paraphrases!r}: expected 0..50")
         unknown = [s for s in self.asked if s not in SLOTS]
@@ -101,9 +113,19 @@ class FictionalConfig:
         if problems:
             raise ConfigError("invalid fictional world: " + "; ".join(problems))
 
+    def to_dict(self) -> dict:
+        """The settings as a manifest records them (``practice_events`` only when there are some, so that a world
+        written before practice events existed is still recognised)."""
+        settings = {**asdict(self), "asked": list(self.asked)}
+        if not self.practice_events:
+            del settings["practice_events"]
+        return settings
+
     @property
     def name(self) -> str:
-        return f"v{GENERATOR_VERSION}-seed{self.seed}-e{self.events}-p{self.paraphrases}-{'.'.join(self.asked)}"
+        practice = f"-q{self.practice_events}" if self.practice_events else ""
+        return (f"v{GENERATOR_VERSION}-seed{self.seed}-e{self.events}-p{self.paraphrases}-{'.'.join(self.asked)}"
+                f"{practice}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,26 @@ def _events(config: FictionalConfig, rng: random.Random) -> list[Event]:
                  "organiser": f"{names.word()} {rng.choice(_ORG_NOUNS)}",
                  "participants": f"{counts[i]:,}"}
         events.append(Event(chunk_id=f"fictional-{i:04d}", title=title, kind=kind, facts=facts))
+    return events
+
+
+def _practice(config: FictionalConfig, world: list[Event], rng: random.Random) -> list[Event]:
+    """``config.practice_events`` more events: no name, year or count of the world's, no name inside one of its."""
+    names = _Names(rng)
+    names.used = {word for e in world for word in (e.title.rsplit(" ", 1)[0], e.facts["town"],
+                                                   *e.facts["leader"].split(), e.facts["organiser"].rsplit(" ", 1)[0])}
+    years = rng.sample(sorted(set(range(1710, 1991)) - {int(e.facts["year"]) for e in world}), config.practice_events)
+    taken = {int(e.facts["participants"].replace(",", "")) for e in world}
+    counts = rng.sample(sorted(set(range(1000, 9800)) - taken), config.practice_events)
+    events = []
+    for i in range(config.practice_events):
+        kind = rng.choice(sorted(_KINDS))
+        what, who, verb = _KINDS[kind]
+        facts = {"what": what, "who": who, "verb": verb, "town": names.word(), "year": str(years[i]),
+                 "month": rng.choice(_MONTHS), "leader": f"{names.word((1, 2))} {names.word()}",
+                 "organiser": f"{names.word()} {rng.choice(_ORG_NOUNS)}", "participants": f"{counts[i]:,}"}
+        title = f"{names.word()} {kind}"
+        events.append(Event(chunk_id=f"practice-{i:04d}", title=title, kind=kind, facts=facts))
     return events
 
 
@@ -197,20 +239,28 @@ def generate(config: FictionalConfig) -> dict[str, list[dict]]:
         paraphrases.append({"chunk_id": event.chunk_id, "paraphrases": _paraphrases(event, config.paraphrases, rng,
                                                                                     text)})
     questions = _questions(events, config, random.Random(f"{config.seed}/questions"))
-    return {"chunks": chunks, "questions": questions, "paraphrases": paraphrases,
-            "facts": [{"chunk_id": e.chunk_id, "title": e.title, "kind": e.kind, **e.facts} for e in events]}
+    world = {"chunks": chunks, "questions": questions, "paraphrases": paraphrases,
+             "facts": [{"chunk_id": e.chunk_id, "title": e.title, "kind": e.kind, **e.facts} for e in events]}
+    if config.practice_events:
+        practice = _practice(config, events, random.Random(f"{config.seed}/practice"))
+        world["practice_chunks"] = [{"chunk_id": e.chunk_id, "article": e.title,
+                                     "text": _render(e, _FACT_ORDER, {f: 0 for f in _FACT_ORDER})} for e in practice]
+        world["practice_questions"] = _questions(practice, replace(config, asked=tuple(SLOTS)),
+                                                 random.Random(f"{config.seed}/practice-questions"))
+    return world
 
 
 def write_world(config: FictionalConfig, out: Path) -> Path:
     """Generate the world and write it to ``out`` (replaced atomically): the current-events files
-    (``chunks.jsonl``, ``questions.jsonl``, ``paraphrases.jsonl``), ``facts.jsonl`` and ``manifest.json``."""
+    (``chunks.jsonl``, ``questions.jsonl``, ``paraphrases.jsonl``), ``facts.jsonl``, ``manifest.json`` and, with
+    practice events, ``practice_chunks.jsonl`` and ``practice_questions.jsonl``."""
     world = generate(config)
     with atomic_dir(Path(out)) as tmp:
         for name, records in world.items():
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8", newline="\n") as fh:
                 fh.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
         manifest = {"generator": "lm_eval_kinject.fictional", "generator_version": GENERATOR_VERSION,
-                    "config": {**asdict(config), "asked": list(config.asked)},
+                    "config": config.to_dict(),
                     "counts": {name: len(records) for name, records in world.items()}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return Path(out)

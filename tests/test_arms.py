@@ -3,6 +3,7 @@ known vs unknown on a hand-made case."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 
@@ -117,8 +118,63 @@ def test_training_data_of_each_arm(world_kb):
     assert all(t == f"{chunks[q['chunk_id']]['text']}\n\n{qa_text(q)}" for t, q in with_passage)
     assert raft == qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), by_id, 0.5, seed=0)[0]
     assert not any(q["question"] in "\n".join(raft) for q in held_out)
-    with pytest.raises(DataError, match=r"questions.jsonl: 25 question\(s\) have a chunk_id that is not in the KB"):
+    with pytest.raises(DataError, match=r"questions.jsonl: 5 chunk id\(s\) of its questions are not among the "
+                                        r"passages trained on"):
         qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), {}, 1.0)
+    # one passage per chunk, followed by all its pairs: every pair once, every chunk's text once
+    grouped, stats = qa_pairs(world / "questions.jsonl", QuestionSplit(0.5, seed=0), by_id, 1.0, layout="chunk")
+    assert stats["qa_with_passage"] == 25 and len(grouped) == 5
+    for text in grouped:
+        chunk_id = next(c for c in chunks if text.startswith(chunks[c]["text"] + "\n\n"))
+        assert text == chunks[chunk_id]["text"] + "\n\n" + "\n\n".join(qa_text(q) for q in trained
+                                                                      if q["chunk_id"] == chunk_id)
+
+
+def test_practice_questions_are_exercises_on_other_documents(world_kb, tmp_path):
+    """Practice events: the world's files unchanged, no name shared with it; their QA pairs and documents are
+    trained on (each document read once per epoch), none of the world's questions or chunks ever is."""
+    from lm_eval_kinject.finetune.data import practice_texts
+
+    world, kb = world_kb
+    config = FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS), practice_events=6)
+    practiced = write_world(config, tmp_path / "world")
+    for name in ("chunks", "questions", "paraphrases", "facts"):  # adding practice events leaves the world as it was
+        assert (practiced / f"{name}.jsonl").read_bytes() == (world / f"{name}.jsonl").read_bytes()
+    chunks = {c["chunk_id"]: c for c in _records(practiced / "practice_chunks.jsonl")}
+    questions = _records(practiced / "practice_questions.jsonl")
+    assert len(chunks) == 6 and len(questions) == 30  # every fact of a practice event is asked
+    facts = _records(world / "facts.jsonl")
+    names = {n for f in facts for n in (f["title"].rsplit(" ", 1)[0], f["town"], *f["leader"].split(),
+                                         f["organiser"].rsplit(" ", 1)[0])}
+    assert len(names) == 50 and not any(re.search(rf"\b{n}\b", c["article"] + " " + c["text"])
+                                        for c in chunks.values() for n in names)
+    assert not {q["choices"][q["answer"]] for q in questions} & {f[s] for f in facts for s in SLOTS}
+
+    kb_texts = {c.text for c in kb.chunks}
+    args = (practiced / "practice_questions.jsonl", practiced / "practice_chunks.jsonl", kb_texts)
+    texts, stats = practice_texts(*args, 1.0, 0, "chunk", True)
+    assert stats == {"practice_questions": 30, "practice_chunks": 6, "practice_with_passage": 30}
+    assert sorted(texts) == sorted(c["text"] + "\n\n" + "\n\n".join(qa_text(q) for q in questions
+                                                                   if q["chunk_id"] == c["chunk_id"])
+                                   for c in chunks.values())
+    every = "\n".join(texts)
+    assert not any(q["question"] in every for q in _records(world / "questions.jsonl"))
+    assert not any(text in every for text in kb_texts)
+    # RAFT as published: a copy of the passage per pair; without passages, each document once on its own (titled)
+    pairs, _ = practice_texts(*args, 1.0, 0, "pair", True)
+    assert sorted(pairs) == sorted(chunks[q["chunk_id"]]["text"] + "\n\n" + qa_text(q) for q in questions)
+    plain, stats = practice_texts(*args, 0.0, 0, "chunk", True)
+    assert stats["practice_with_passage"] == 0
+    assert sorted(plain) == sorted([qa_text(q) for q in questions] +
+                                   [f"{c['article']}\n{c['text']}" for c in chunks.values()])
+
+    with pytest.raises(DataError, match=r"chunks.jsonl: 10 practice document\(s\) are also chunks of the KB"):
+        practice_texts(world / "questions.jsonl", world / "chunks.jsonl", kb_texts, 1.0, 0, "chunk", True)
+    with pytest.raises(DataError, match=r"practice_questions.jsonl: 6 chunk id\(s\) of its questions are not in "
+                                        r".*chunks.jsonl \(e.g. 'practice-0000'\)"):
+        practice_texts(practiced / "practice_questions.jsonl", world / "chunks.jsonl", set(), 1.0, 0, "chunk", True)
+    with pytest.raises(ConfigError, match="practice_events=2: expected 0, or 4..270"):
+        FictionalConfig(events=10, practice_events=2)
 
 
 def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
@@ -132,6 +188,11 @@ def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     assert data["train_texts"] == 10 + 25 and data["qa_sha256"]
     other = FinetuneConfig(**{**config.to_dict(), "qa_split_seed": 1})
     assert other.run_hash("x") != config.run_hash("x")  # another split is another run
+    # runs made before qa_layout and practice questions existed keep their identity (hashes of the previous version)
+    assert FinetuneConfig(kb="kb", out="out").run_hash("x") == "a4ae43be5a6e82b6"
+    raft = FinetuneConfig(kb="kb", out="out", qa="q.jsonl", qa_passages=1.0)
+    assert raft.run_hash("x") == "57962e1458a2e97b"
+    assert FinetuneConfig(**{**raft.to_dict(), "qa_layout": "chunk"}).run_hash("x") != raft.run_hash("x")
 
     # the run is its settings and its data's content, not where the data lies: a copied KB and QA file reuse it
     shutil.copytree(kb.path, tmp_path / "kb-copy")
@@ -145,6 +206,19 @@ def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     assert result["run_hash"] != config.run_hash(data["texts_fingerprint"])
     (tmp_path / "mix" / "kinject_finetune.json").write_text(json.dumps(result))
     assert finetune(config).skipped
+
+    # practice questions about other documents: trained on with their documents, recorded
+    practiced = write_world(FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS), practice_events=4),
+                            tmp_path / "practiced")
+    practice = FinetuneConfig(kb=str(kb.path), out=str(tmp_path / "practice"),
+                              qa_practice=str(practiced / "practice_questions.jsonl"),
+                              qa_practice_chunks=str(practiced / "practice_chunks.jsonl"), qa_passages=1.0,
+                              qa_layout="chunk", max_steps=1, block_size=64, batch_size=2, show_progress=False)
+    data = finetune(practice).metadata["data"]
+    assert (data["practice_questions"], data["practice_chunks"], data["practice_with_passage"]) == (20, 4, 20)
+    assert data["train_texts"] == 10 + 4 and data["qa_practice_sha256"] and "qa_pairs" not in data
+    with pytest.raises(ConfigError, match="qa_practice: needs qa_practice_chunks too"):
+        FinetuneConfig(kb="kb", out="out", qa_practice="q.jsonl")
 
 
 def test_held_out_split_through_the_task(world_kb):
@@ -192,7 +266,7 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     assert "arms: expected a list of arms, got str 'base'" in str(error.value)
     with pytest.raises(ConfigError) as error:
         load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix, ft-mixx]}"))
-    assert "experiments.e.qa: ft-mix / ft-raft arms need a questions file" in str(error.value)
+    assert "experiments.e.qa: ft-mix / ft-raft arms need QA pairs to train on" in str(error.value)
     assert "arms[1]: unknown arm 'ft-mixx' (did you mean 'ft-mix'?" in str(error.value)
     with pytest.raises(ConfigError, match="qa_split: question split train_fraction=2"):
         load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix], qa: world/questions.jsonl, "
@@ -217,9 +291,29 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     assert mix.checkpoint.n_paraphrases == 2
     assert mix.checkpoint == next(c for c in cells if c.arm == "ft-mix2+rag").checkpoint
     raft = next(c for c in cells if c.arm == "ft-raft2").checkpoint
-    assert raft.finetune_settings() == {**mix.checkpoint.finetune_settings(), "qa_passages": 1.0}  # its recipe
+    assert raft.finetune_settings() == {**mix.checkpoint.finetune_settings(), "qa_passages": 1.0,
+                                        "qa_layout": "chunk"}  # its recipe
     assert raft == next(c for c in cells if c.arm == "ft-raft2+rag").checkpoint
     assert len({c.checkpoint for c in cells if c.checkpoint}) == 5  # reg, par1, par2, mix2, raft2
+
+    # practice questions only: every arm scored on every question; only the arms that train on QA read them
+    write_world(FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS), practice_events=4),
+                tmp_path / "practiced")
+    practice = "qa_practice: practiced/practice_questions.jsonl\nqa_practice_chunks: practiced/practice_chunks.jsonl\n"
+    cells = expand(load_grid_config(_grid(tmp_path, "tasks: [kinject_fictional_cloze]\nkb: w\n"
+                                                    "arms: [base, ft-reg, ft-raft, ft-raft+rag]\n" + practice)))
+    assert not any(c.task_metadata for c in cells)
+    raft = next(c for c in cells if c.arm == "ft-raft").checkpoint
+    assert raft.finetune_settings()["qa_practice"].endswith("practiced/practice_questions.jsonl")
+    assert "qa" not in raft.finetune_settings() and "practice" in raft.identity(config)
+    assert "qa_practice" not in next(c for c in cells if c.arm == "ft-reg").checkpoint.finetune_settings()
+    with pytest.raises(ConfigError) as error:
+        load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-raft], qa_practice: nowhere.jsonl}"))
+    assert "experiments.e.qa_practice_chunks: practice questions (qa_practice) and their documents" in str(error.value)
+    assert "experiments.e.qa_practice: " in str(error.value) and "nowhere.jsonl: no such file" in str(error.value)
+    with pytest.raises(ConfigError, match="experiments.e.qa_practice: qa_practice / qa_practice_chunks: for arms "
+                                          "that train on questions"):
+        load_grid_config(_grid(tmp_path, "tasks: [t]\nkb: w\narms: [base, ft-reg]\n" + practice))
 
 
 def test_fact_passes_give_every_arm_the_same_readings_of_each_fact():

@@ -61,6 +61,7 @@ def test_names_do_not_occur_in_real_text():
 
 @pytest.mark.parametrize("kwargs, expected", [
     ({"events": 3}, "events=3"), ({"asked": ("colour",)}, "asked=['colour']"), ({"paraphrases": -1}, "paraphrases=-1"),
+    ({"events": 200, "practice_events": 100}, "practice_events=100: expected 0, or 4..80"),
 ])
 def test_bad_world_settings(kwargs, expected):
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")):
@@ -68,9 +69,11 @@ def test_bad_world_settings(kwargs, expected):
 
 
 def test_cli_generate_and_the_default_world_task(tmp_path, embedded_dir):
-    out = run_cli(["kinject", "fictional", "generate", "--seed", "2", "--events", "8", "--out", str(tmp_path / "w")])
+    out = run_cli(["kinject", "fictional", "generate", "--seed", "2", "--events", "8", "--practice-events", "4",
+                   "--out", str(tmp_path / "w")])
     assert out.returncode == 0, out.stderr
-    assert len(_read(tmp_path / "w", "questions")) == 24
+    assert len(_read(tmp_path / "w", "questions")) == 24 and "20 practice questions" in out.stdout
+    assert len(_read(tmp_path / "w", "practice_questions")) == 20 and len(_read(tmp_path / "w", "practice_chunks")) == 4
     # nothing configured: the default world is generated once into the kinject cache
     cache = tmp_path / "cache"
     run = run_cli(["lm_eval", "--model", "kinject-rag", "--model_args", f"pretrained={embedded_dir}", "--tasks",
@@ -125,22 +128,24 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     headers = [[c.strip() for c in line.split("|")[3:-1]] for line in first.stdout.splitlines()
                if line.startswith("| task | model |")]
-    assert headers[0] == ["Base", "Base + RAG", "FT-reg", "FT-par"]  # Table 2's order, on every question
-    assert headers[2] == ["Base", "Base + RAG", "FT-reg", "FT-par", "FT-RAFT"]  # [1]: known vs unknown
+    # one experiment, every arm on every question: Table 2's order, then ours; [1]: known vs unknown
+    assert headers[0] == headers[1][2:] == ["Base", "Base + RAG", "FT-reg", "FT-par", "FT-RAFT"]
     assert "known vs unknown" in first.stdout and "FT-RAFT | FT-par" in first.stdout  # the paired test
     report = json.loads((out / "report.json").read_text())
-    main = [c for c in report["cells"] if c["role"] == "main" and c["experiment"] == "fictional_mix"]
+    main = [c for c in report["cells"] if c["role"] == "main"]
+    assert {c["experiment"] for c in main} == {"fictional"}
     assert sorted(c["arm"] for c in main) == ["base", "base+rag", "ft-par2", "ft-raft2", "ft-reg"]
     assert all(c["status"] == "done" and c["n"] == 6 for c in report["cells"] if c["role"] == "main")
     assert all(c["known"]["n"] + c["unknown"]["n"] == 6 for c in report["cells"] if c["role"] == "main")
     assert {c["arm"] for c in report["cells"] if c["role"] == "control"} == {"base", "ft-reg", "ft-par2", "ft-raft2"}
     assert "Δctl" in (out / "report.md").read_text() and (out / "figure4_fictional.png").is_file()
-    # every cell scored the held-out split: none of its questions is a training QA pair of ft-raft
-    trained = {json.loads(line)["question"] for line in (out / "world" / "questions.jsonl").read_text().splitlines()
-               if json.loads(line)["chunk_id"] in _train_chunks(out)}
-    for cell in main:
-        samples = (out / "cells" / cell["hash"] / "samples.jsonl").read_text().splitlines()
-        assert not {json.loads(s)["doc"]["question"] for s in samples} & trained
+    # FT-RAFT trained on the QA pairs of the 12 practice events (5 each), none of them about the world
+    records = [json.loads(p.read_text()) for p in (out / "checkpoints").glob("*/kinject_finetune.json")]
+    raft = [r["data"] for r in records if r["data"].get("practice_questions")]
+    assert len(raft) == 1 and raft[0]["practice_questions"] == 60 and "qa_pairs" not in raft[0]
+    world = {json.loads(line)["chunk_id"] for line in (out / "world" / "chunks.jsonl").read_text().splitlines()}
+    practice = (out / "world" / "practice_questions.jsonl").read_text().splitlines()
+    assert len(practice) == 60 and not world & {json.loads(line)["chunk_id"] for line in practice}
 
     again = run_cli(args, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -163,8 +168,15 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
         assert ours["per_question"] == theirs["per_question"], cell["arm"]
 
 
-def _train_chunks(out):
-    from lm_eval_kinject.splits import QuestionSplit
 
-    questions = [json.loads(line) for line in (out / "world" / "questions.jsonl").read_text().splitlines()]
-    return QuestionSplit(0.5, seed=0).train_chunks(q["chunk_id"] for q in questions)
+def test_demo_arms_that_train_on_questions_need_practice_events(tmp_path):
+    from lm_eval_kinject.demo import DemoConfig, demo_grid, with_options
+
+    with pytest.raises(ConfigError, match=r"--arms ft-raft,ft-raft\+rag: train on the QA pairs of practice events"):
+        with_options(DemoConfig(), practice_events=0)
+    assert with_options(DemoConfig(), practice_events=0, arms=("base", "ft-reg")).world.practice_events == 0
+    # the default: one experiment, every arm on every question, FT-RAFT's QA pairs from the world's practice events
+    grid = demo_grid(DemoConfig(), tmp_path / "world")
+    (experiment,) = grid["experiments"].values()
+    assert "qa" not in experiment and "qa_split" not in experiment and "ft-raft" in experiment["arms"]
+    assert experiment["qa_practice"] == str((tmp_path / "world" / "practice_questions.jsonl").resolve())

@@ -27,7 +27,10 @@ RUN_NEUTRAL_KEYS = frozenset({"out", "save_steps", "save_total_limit", "logging_
                               "max_memory_gb", "allow_unknown_paraphrases", "show_progress"})
 # Where the training data is read from. What is read is the run's data fingerprint, so a knowledge base, paraphrase
 # or QA file at another path (a grid folder moved or copied) is still the same run.
-DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa"})
+DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa", "qa_practice", "qa_practice_chunks"})
+# Keys added after runs were made, left out of a run's identity at these values: a run made before they existed keeps
+# its hash, and is reused or resumed as before.
+LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None}
 
 
 def _help(text: str) -> dict:
@@ -68,6 +71,19 @@ class FinetuneConfig:
     qa_passages: float = field(default=0.0, metadata=_help(
         "Share of the QA pairs (drawn with seed) trained on after the text of their chunk, where kinject-rag's "
         "plain template puts a retrieved passage (ft-raft); 0 = none, 1 = all."))
+    # One copy of the passage per pair is RAFT as published; five questions per chunk make that five copies of the
+    # chunk. Read once and followed by all its pairs, the same exercise costs about a third of the tokens.
+    qa_layout: Literal["pair", "chunk"] = field(default="pair", metadata=_help(
+        'With qa_passages: "pair" puts a copy of the passage before every QA pair; "chunk" reads a passage once, '
+        "followed by all its pairs."))
+    # Practice (Allen-Zhu & Li's QA of *other* individuals; Jiang et al.'s pre-instruction-tuning): QA pairs about
+    # documents outside the KB teach the answering skill, so that no question of yours has to be given up to train.
+    qa_practice: str | None = field(default=None, metadata=_help(
+        'Questions JSONL about other documents than the KB\'s ({"id","question","choices","answer","chunk_id"}): '
+        "every one is trained on as a QA pair, none is scored. Needs qa_practice_chunks."))
+    qa_practice_chunks: str | None = field(default=None, metadata=_help(
+        'The documents of the qa_practice questions: a chunks JSONL ({"chunk_id","text","article"}) or a KB '
+        "folder. Each is read once per epoch: before its questions (qa_passages) or on its own."))
     # Questions name their subject ("During Hurricane Otis, ..."); chunks often do not repeat it.
     title_prefix: bool = field(default=True, metadata=_help("Start every training text with its article title."))
 
@@ -157,8 +173,14 @@ class FinetuneConfig:
             problems.append(f"qa_train_fraction={self.qa_train_fraction!r}: expected a number in (0, 1)")
         if not _number(self.qa_passages) or not 0 <= self.qa_passages <= 1:
             problems.append(f"qa_passages={self.qa_passages!r}: expected a number in [0, 1]")
-        elif self.qa_passages and not self.qa:
-            problems.append(f"qa_passages={self.qa_passages}: needs a questions file (qa / --qa)")
+        elif self.qa_passages and not (self.qa or self.qa_practice):
+            problems.append(f"qa_passages={self.qa_passages}: needs a questions file (qa / --qa, or qa_practice)")
+        if self.qa_layout not in ("pair", "chunk"):
+            problems.append(f"qa_layout={self.qa_layout!r}: expected one of ['pair', 'chunk']")
+        if bool(self.qa_practice) != bool(self.qa_practice_chunks):
+            given, missing = (("qa_practice", "qa_practice_chunks") if self.qa_practice
+                              else ("qa_practice_chunks", "qa_practice"))
+            problems.append(f"{given}: needs {missing} too (practice questions and the documents they are about)")
         if self.merge and self.method != "lora":
             problems.append("merge: only meaningful with method=lora")
         if self.max_memory_gb is not None and (not _number(self.max_memory_gb) or self.max_memory_gb <= 0):
@@ -186,7 +208,8 @@ class FinetuneConfig:
         resuming or reusing such a run in place).
         """
         neutral = RUN_NEUTRAL_KEYS if with_paths else RUN_NEUTRAL_KEYS | DATA_PATH_KEYS
-        keyed = {k: v for k, v in self.to_dict().items() if k not in neutral}
+        keyed = {k: v for k, v in self.to_dict().items()
+                 if k not in neutral and not (k in LATER_KEYS and v == LATER_KEYS[k])}
         keyed["learning_rate"] = self.lr
         payload = json.dumps({"config": keyed, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -22,7 +22,11 @@ from lm_eval_kinject.records import read_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "qa_pairs", "training_texts", "pack"]
+__all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "qa_pairs", "qa_texts", "practice_texts",
+           "read_practice_chunks", "training_texts", "pack", "QA_LAYOUTS"]
+
+# How RAFT places passages: one copy per QA pair, or one per chunk followed by all its pairs.
+QA_LAYOUTS = ("pair", "chunk")
 
 
 @dataclass
@@ -70,20 +74,18 @@ def _titled(title: str, text: str, with_title: bool) -> str:
 
 
 def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage_share: float = 0.0,
-             seed: int = 0) -> tuple[list[str], dict]:
+             seed: int = 0, layout: str = "pair") -> tuple[list[str], dict]:
     """The QA texts of mixed training: the ``train`` part of the questions in ``path`` under ``split``
     (a ``QuestionSplit``), as ``Question: ...\nAnswer: ...``; and their counts.
 
-    ``passage_share`` of them (drawn with ``seed``) follow the text of their chunk
-    (``passages``: chunk_id -> {text, article, chunk_id}, as a KB chunk), as kinject-rag's ``plain`` template places a
-    retrieved passage before the question (RAFT).
+    ``passage_share`` of them follow the text of their chunk (``passages``: chunk_id -> {text, article,
+    chunk_id}, as a KB chunk), as kinject-rag's ``plain`` template places a retrieved passage before the
+    question (RAFT); ``layout`` as in ``qa_texts``.
 
     Raises:
         DataError: no such file, or a question to be given its passage whose chunk is not in ``passages``.
     """
-    from lm_eval_kinject.prompting import TEMPLATES, render_passages
     from lm_eval_kinject.questions import read_current_events_questions
-    from lm_eval_kinject.splits import qa_text
 
     if not Path(path).is_file():
         raise DataError(f"{path}: no such questions file (qa: the question-answer pairs of mixed training)")
@@ -92,17 +94,122 @@ def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage
     stats = {"qa_questions": len(questions), "qa_pairs": len(train),
              "qa_train_chunks": len({q["chunk_id"] for q in train}),
              "qa_heldout_chunks": len({q["chunk_id"] for q in questions}) - len({q["chunk_id"] for q in train})}
-    texts = [qa_text(q) for q in train]
+    texts, with_passage, _ = qa_texts(train, passages, passage_share, seed, layout, source=str(path))
     if passage_share:
-        chosen = sorted(random.Random(seed).sample(range(len(train)), round(passage_share * len(train))))
-        missing = [train[i]["chunk_id"] for i in chosen if train[i]["chunk_id"] not in (passages or {})]
-        if missing:
-            raise DataError(f"{path}: {len(missing)} question(s) have a chunk_id that is not in the KB (e.g. "
-                            f"{missing[0]!r}); qa_passages needs each question's chunk in the KB it trains on")
-        for i in chosen:
-            texts[i] = render_passages([passages[train[i]["chunk_id"]]], TEMPLATES["plain"]) + texts[i]
-        stats["qa_with_passage"] = len(chosen)
+        stats["qa_with_passage"] = with_passage
     return texts, stats
+
+
+def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_share: float, seed: int,
+             layout: str = "pair", source: str = "questions") -> tuple[list[str], int, set[str]]:
+    """Every question of ``questions`` as a training QA pair; how many of them follow their passage; and the
+    chunk ids whose passage is read.
+
+    ``passage_share`` of the pairs (``layout="pair"``: drawn among the pairs, each pair after its own copy
+    of its chunk's text, as RAFT) or of their chunks (``layout="chunk"``: drawn among the chunks, a chunk's
+    text once, then all its pairs, a blank line apart: the same reading for a fraction of the tokens) are
+    preceded by their passage, rendered as kinject-rag's ``plain`` template renders a retrieved one.
+
+    Raises:
+        DataError: a question to be given its passage whose chunk is not in ``passages``.
+    """
+    from lm_eval_kinject.prompting import TEMPLATES, render_passages
+    from lm_eval_kinject.splits import qa_text
+
+    if layout not in QA_LAYOUTS:
+        raise DataError(f"qa_layout={layout!r}: expected one of {', '.join(QA_LAYOUTS)}")
+    texts = [qa_text(q) for q in questions]
+    if not passage_share or not questions:
+        return texts, 0, set()
+    rng = random.Random(seed)
+    if layout == "pair":
+        chosen_pairs = set(rng.sample(range(len(questions)), round(passage_share * len(questions))))
+        chosen_chunks = {questions[i]["chunk_id"] for i in chosen_pairs}
+    else:
+        chunks = sorted({q["chunk_id"] for q in questions})
+        chosen_chunks = set(rng.sample(chunks, round(passage_share * len(chunks))))
+        chosen_pairs = {i for i, q in enumerate(questions) if q["chunk_id"] in chosen_chunks}
+    missing = sorted(chosen_chunks - set(passages or {}))
+    if missing:
+        raise DataError(f"{source}: {len(missing)} chunk id(s) of its questions are not among the passages trained "
+                        f"on (e.g. {missing[0]!r}); qa_passages needs each question's chunk in the KB (or, for "
+                        "practice questions, in qa_practice_chunks)")
+    block = {c: render_passages([passages[c]], TEMPLATES["plain"]) for c in chosen_chunks}
+    if layout == "pair":
+        out = [block[questions[i]["chunk_id"]] + text if i in chosen_pairs else text for i, text in enumerate(texts)]
+    else:
+        grouped: dict[str, list[str]] = {}
+        for i in sorted(chosen_pairs):
+            grouped.setdefault(questions[i]["chunk_id"], []).append(texts[i])
+        out = [block[c] + "\n\n".join(pairs) for c, pairs in grouped.items()]
+        out += [text for i, text in enumerate(texts) if i not in chosen_pairs]
+    return out, len(chosen_pairs), chosen_chunks
+
+
+def read_practice_chunks(path: Path) -> dict[str, dict]:
+    """``chunk_id -> {chunk_id, text, article}`` of the practice documents: a KB folder (``kinject kb build``)
+    or a chunks JSONL of ``{"chunk_id", "text"}`` (``"article"`` optional), as the current-events data.
+
+    Raises:
+        DataError: no such file or folder, a bad line, or a chunk id given twice (with file and line).
+    """
+    from lm_eval_kinject.kb import KnowledgeBase, is_kb
+
+    path = Path(path)
+    if path.is_dir() and is_kb(path):
+        return {c.chunk_id: {"chunk_id": c.chunk_id, "text": c.text, "article": c.article}
+                for c in KnowledgeBase.load(path).chunks}
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or knowledge base (qa_practice_chunks: a chunks JSONL of "
+                        '{"chunk_id", "text", "article"} or a KB folder)')
+    found: dict[str, dict] = {}
+    lines: dict[str, int] = {}
+    for number, record in read_jsonl(path, {"chunk_id": str, "text": str}):
+        chunk_id, article = record["chunk_id"], record.get("article", "")
+        if chunk_id in found:
+            raise DataError(f"{path}:{number}: chunk_id {chunk_id!r} already given on line {lines[chunk_id]}")
+        if not record["text"].strip():
+            raise DataError(f"{path}:{number}: chunk {chunk_id!r} has an empty text")
+        if not isinstance(article, str):
+            raise DataError(f"{path}:{number}: article is {type(article).__name__}; expected text")
+        found[chunk_id], lines[chunk_id] = {"chunk_id": chunk_id, "text": record["text"].strip(),
+                                            "article": article}, number
+    return found
+
+
+def practice_texts(questions_path: Path, chunks_path: Path, kb_texts: set[str], passage_share: float, seed: int,
+                   layout: str, title_prefix: bool) -> tuple[list[str], dict]:
+    """The texts of practice QA: questions about *other* documents than the KB's, every one trained on and none
+    scored (mixed training without a split of your own questions). Every practice document is read once per epoch:
+    as the passage its pairs follow (``passage_share``, ``layout``, as ``qa_texts``) or, when it is given none, on its
+    own, as a KB chunk is. ``kb_texts``: the KB's chunk texts, which no practice document may repeat.
+
+    Raises:
+        DataError: a missing file, a question whose chunk is not among the practice documents, or a practice
+            document that is also a KB chunk (its facts would be scored after being trained on as QA).
+    """
+    from lm_eval_kinject.questions import read_current_events_questions
+
+    questions_path, chunks_path = Path(questions_path), Path(chunks_path)
+    if not questions_path.is_file():
+        raise DataError(f"{questions_path}: no such questions file (qa_practice: QA pairs about other documents)")
+    questions = read_current_events_questions(questions_path)
+    chunks = read_practice_chunks(chunks_path)
+    unknown = sorted({q.get("chunk_id") or "" for q in questions} - set(chunks))
+    if unknown:
+        raise DataError(f"{questions_path}: {len(unknown)} chunk id(s) of its questions are not in {chunks_path} "
+                        f"(e.g. {unknown[0]!r}); every practice question needs its document")
+    shared = [c for c, chunk in chunks.items() if chunk["text"] in kb_texts]
+    if shared:
+        raise DataError(f"{chunks_path}: {len(shared)} practice document(s) are also chunks of the KB (e.g. "
+                        f"{shared[0]!r}); practice questions must be about other documents, or the facts they "
+                        "teach as QA pairs would be scored")
+    texts, with_passage, read = qa_texts(questions, chunks, passage_share, seed, layout, source=str(questions_path))
+    asked = {q["chunk_id"] for q in questions}
+    alone = [c for c in sorted(asked) if c not in read]
+    texts += [_titled(chunks[c]["article"], chunks[c]["text"], title_prefix) for c in alone]
+    return texts, {"practice_questions": len(questions), "practice_chunks": len(asked),
+                   "practice_with_passage": with_passage}
 
 
 def training_texts(kb, paraphrases: dict[str, list[str]] | None, n_paraphrases: int, val_paraphrases: int,

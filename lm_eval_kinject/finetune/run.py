@@ -18,7 +18,7 @@ from lm_eval_kinject import __version__
 from lm_eval_kinject.artifacts import atomic_dir, library_versions, plain_model, sha256_file, write_json_atomic
 from lm_eval_kinject.errors import ConfigError, ModelLoadError
 from lm_eval_kinject.finetune.config import FinetuneConfig
-from lm_eval_kinject.finetune.data import pack, qa_pairs, read_paraphrases, training_texts
+from lm_eval_kinject.finetune.data import pack, practice_texts, qa_pairs, read_paraphrases, training_texts
 from lm_eval_kinject.finetune.memory import available_memory, check_memory, count_parameters, estimate_memory
 from lm_eval_kinject.finetune.outdir import RESULT_FILE, prepare_out, read_json
 from lm_eval_kinject.finetune.trainer import AtomicCheckpointTrainer, FinalStepCallback, ThroughputCallback
@@ -56,8 +56,14 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     paraphrases = read_paraphrases(Path(config.paraphrases)) if config.paraphrases else None
     chunks = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
     qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed), chunks,
-                             config.qa_passages, config.seed)
+                             config.qa_passages, config.seed, config.qa_layout)
                     if config.qa else ([], {}))
+    if config.qa_practice:
+        practice, practice_stats = practice_texts(Path(config.qa_practice), Path(config.qa_practice_chunks),
+                                                  {c.text.strip() for c in kb.chunks}, config.qa_passages,
+                                                  config.seed, config.qa_layout, config.title_prefix)
+        qa += practice
+        qa_stats.update(practice_stats)
     qa = qa * config.qa_repeats
     texts = training_texts(kb, paraphrases, config.n_paraphrases, config.val_paraphrases, config.title_prefix,
                            config.allow_unknown_paraphrases, source=str(config.paraphrases), qa=qa)
@@ -248,6 +254,8 @@ def _metadata(config, run_hash, kb, texts, train, validation, source, precision,
         "data": {"kb": str(kb.path), "kb_fingerprint": kb.manifest["fingerprint"], "paraphrases": config.paraphrases,
                  "paraphrases_sha256": paraphrase_sha, "qa": config.qa,
                  "qa_sha256": sha256_file(Path(config.qa)) if config.qa else None,
+                 **({"qa_practice": config.qa_practice, "qa_practice_sha256": sha256_file(Path(config.qa_practice)),
+                     "qa_practice_chunks": config.qa_practice_chunks} if config.qa_practice else {}),
                  "texts_fingerprint": texts.fingerprint, **texts.stats,
                  "train_texts": len(texts.train), "train_tokens_per_epoch": train.tokens, "train_blocks": len(train),
                  "validation_texts": len(texts.validation),

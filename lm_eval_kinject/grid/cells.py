@@ -48,6 +48,7 @@ class Checkpoint:
     settings: tuple  # sorted (key, value) pairs of FinetuneConfig fields
     qa: str | None = None  # mixed training: the questions file and the split whose train part is trained on
     qa_split: tuple = ()  # sorted (key, value) pairs of the QuestionSplit
+    practice: tuple = ()  # (questions, documents): practice QA about other documents, or ()
 
     def identity(self, config: GridConfig) -> dict:
         identity = {"model": asdict(config.models[self.model]), "kb": kb_hash(config, self.kb),
@@ -56,6 +57,8 @@ class Checkpoint:
                     else None, "settings": dict(self.settings), "seed": config.seed}
         if self.qa:  # absent otherwise, so checkpoints made before mixed training keep their names
             identity["qa"] = {"questions": _source_identity(self.qa), "split": dict(self.qa_split)}
+        if self.practice:
+            identity["practice"] = [_source_identity(p) for p in self.practice]
         return identity
 
     def hash(self, config: GridConfig) -> str:
@@ -66,6 +69,8 @@ class Checkpoint:
         split = dict(self.qa_split)
         qa = {"qa": self.qa, "qa_train_fraction": split["train_fraction"], "qa_split_seed": split["seed"]} \
             if self.qa else {}
+        if self.practice:
+            qa.update(qa_practice=self.practice[0], qa_practice_chunks=self.practice[1])
         return {**dict(self.settings), "paraphrases": self.paraphrases, "n_paraphrases": self.n_paraphrases, **qa}
 
 
@@ -120,12 +125,14 @@ def _paraphrase_counts(arm: Arm, experiment: Experiment) -> list[int | None]:
 def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None) -> Checkpoint | None:
     if not arm.fine_tuned:
         return None
-    qa = arm.training == "chunks+qa"
+    qa = arm.trains_on_questions
     return Checkpoint(model=model, kb=experiment.train_kb or experiment.kb, n_paraphrases=n or 0,
                       paraphrases=experiment.paraphrases if n else None,
                       settings=tuple(sorted({**experiment.finetune, **dict(arm.recipe)}.items())),
                       qa=experiment.qa if qa else None,
-                      qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa else ())
+                      qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa and experiment.qa else (),
+                      practice=(experiment.qa_practice, experiment.qa_practice_chunks)
+                      if qa and experiment.qa_practice else ())
 
 
 def expand(config: GridConfig) -> list[Cell]:

@@ -11,19 +11,22 @@
     lm_eval:           {backend: hf|vllm|api, batch_size: 8, limit: null, device: cpu}
     experiments:
       NAME: {title, tasks: [...], kb: KB_NAME, train_kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
-             qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED}, control_tasks: [...],
+             qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED},
+             qa_practice: FILE, qa_practice_chunks: FILE|KB_FOLDER, control_tasks: [...],
              finetune: {...overrides}, retrieval: {...overrides}, limit: N}
 
 Relative paths are relative to the YAML file. Arms are the table of ``lm_eval_kinject/arms.py``:
 ``base``, ``base+rag``, ``ft`` / ``ft-reg`` (fine-tuned on the KB's chunks), ``ft-par`` (one arm per
 ``n_paraphrases`` value), ``ft-mix`` (chunks, the largest N's paraphrases if any, and the QA pairs of
-the training split of ``qa``), ``ft-raft`` (as ``ft-mix``, each QA pair after its chunk), each with
-``+rag``. An experiment with ``ft-mix`` or ``ft-raft`` scores *every* arm
-on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
-paired. ``train_kb`` (default: ``kb``) is the KB the fine-tuned arms train on, e.g. a KB with
-``only_chunks_of: questions.jsonl`` (the chunks the questions ask about) while +RAG arms retrieve
-from the whole ``kb``. ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned
-one: the difference is forgetting.
+the training split of ``qa`` and/or the practice questions ``qa_practice``), ``ft-raft`` (as
+``ft-mix``, the QA pairs after their chunk), each with ``+rag``. Practice questions are about other
+documents (``qa_practice_chunks``) and are never scored. An experiment with ``qa`` scores *every*
+arm on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
+paired; one with practice questions only scores every arm on all of them. ``train_kb`` (default:
+``kb``) is the KB the fine-tuned arms train on, e.g. a KB with ``only_chunks_of: questions.jsonl``
+(the chunks the questions ask about) while +RAG arms retrieve from the whole ``kb``.
+``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned one: the
+difference is forgetting.
 """
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ __all__ = ["GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"
 
 TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retrieval", "finetune", "lm_eval",
             "experiments")
-EXPERIMENT_KEYS = ("title", "tasks", "kb", "train_kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split", "control_tasks",
-                   "finetune", "retrieval", "limit")
+EXPERIMENT_KEYS = ("title", "tasks", "kb", "train_kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split",
+                   "qa_practice", "qa_practice_chunks", "control_tasks", "finetune", "retrieval", "limit")
 QA_SPLIT_KEYS = ("train_fraction", "seed")
 KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "hnsw_m",
            "hnsw_ef_construction", "hnsw_ef_search", "seed", "only_chunks_of")
@@ -52,7 +55,7 @@ RETRIEVAL_KEYS = ("retriever", "k", "template", "fusion_depth", "rrf_k")
 LM_EVAL_KEYS = ("backend", "batch_size", "limit", "device")
 # FinetuneConfig fields the grid sets itself, per checkpoint
 FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "qa", "qa_train_fraction",
-               "qa_split_seed", "seed")
+               "qa_split_seed", "qa_practice", "qa_practice_chunks", "seed")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -86,7 +89,9 @@ class Experiment:
     retrieval: dict = field(default_factory=dict)
     limit: int | float | None = None
     qa: str | None = None  # questions whose training split ft-mix trains on
-    qa_split: QuestionSplit | None = None  # set when an arm trains on questions: every arm scores the held-out part
+    qa_split: QuestionSplit | None = None  # set with qa: every arm scores the held-out part
+    qa_practice: str | None = None  # practice questions (about other documents) ft-mix trains on, never scored
+    qa_practice_chunks: str | None = None  # their documents: a chunks JSONL or a KB folder
 
     def task_metadata(self, role: str) -> dict:
         """The lm-eval metadata this experiment adds to the grid's for a cell of ``role``."""
@@ -324,21 +329,34 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     if n_par and not paraphrases:
         check.error(f"{where}.paraphrases", "n_paraphrases needs a paraphrases file")
     qa, qa_split = spec.get("qa"), None
-    if any(a.held_out_questions for a in known):
-        if not qa:
-            check.error(f"{where}.qa", "ft-mix / ft-raft arms need a questions file (qa: FILE) to take training QA "
-                                       "pairs from")
-        elif not Path(_path(base, qa)).is_file():
+    practice, practice_chunks = spec.get("qa_practice"), spec.get("qa_practice_chunks")
+    if any(a.trains_on_questions for a in known):
+        if not qa and not practice:
+            check.error(f"{where}.qa", "ft-mix / ft-raft arms need QA pairs to train on: a questions file to split "
+                                       "(qa: FILE) and/or practice questions about other documents (qa_practice: "
+                                       "FILE, qa_practice_chunks: FILE)")
+        if qa and not Path(_path(base, qa)).is_file():
             check.error(f"{where}.qa", f"{_path(base, qa)}: no such file")
-        split = {"seed": seed if isinstance(seed, int) else 0,
-                 **check.keys(f"{where}.qa_split", spec.get("qa_split") or {}, QA_SPLIT_KEYS)}
-        try:
-            qa_split = QuestionSplit(split.get("train_fraction", 0.5), split["seed"])
-        except ConfigError as error:
-            check.error(f"{where}.qa_split", str(error))
-    elif qa or spec.get("qa_split"):
-        check.error(f"{where}.qa", "qa / qa_split are for arms that train on questions (ft-mix, ft-raft and their "
-                                   "+rag)")
+        if qa:
+            split = {"seed": seed if isinstance(seed, int) else 0,
+                     **check.keys(f"{where}.qa_split", spec.get("qa_split") or {}, QA_SPLIT_KEYS)}
+            try:
+                qa_split = QuestionSplit(split.get("train_fraction", 0.5), split["seed"])
+            except ConfigError as error:
+                check.error(f"{where}.qa_split", str(error))
+        elif spec.get("qa_split"):
+            check.error(f"{where}.qa_split", "qa_split splits the questions of qa: FILE, which is not given")
+        if bool(practice) != bool(practice_chunks):
+            missing = "qa_practice_chunks" if practice else "qa_practice"
+            check.error(f"{where}.{missing}", "practice questions (qa_practice) and their documents "
+                                              "(qa_practice_chunks) go together")
+        for key, value, kind in (("qa_practice", practice, "file"), ("qa_practice_chunks", practice_chunks, "path")):
+            if value and not Path(_path(base, value)).exists():
+                check.error(f"{where}.{key}", f"{_path(base, value)}: no such {kind}")
+    elif qa or spec.get("qa_split") or practice or practice_chunks:
+        given = [k for k in ("qa", "qa_split", "qa_practice", "qa_practice_chunks") if spec.get(k)]
+        check.error(f"{where}.{given[0]}", f"{' / '.join(given)}: for arms that train on questions (ft-mix, ft-raft "
+                                           "and their +rag)")
     if "limit" in spec:
         _check_limit(check, f"{where}.limit", spec["limit"])
     merged_ft = {**finetune, **(spec.get("finetune") or {})}
@@ -351,7 +369,9 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         train_kb=train_kb,
         paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
         control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
-        limit=spec.get("limit", limit), qa=_path(base, qa) if qa else None, qa_split=qa_split)
+        limit=spec.get("limit", limit), qa=_path(base, qa) if qa else None, qa_split=qa_split,
+        qa_practice=_path(base, practice) if practice else None,
+        qa_practice_chunks=_path(base, practice_chunks) if practice_chunks else None)
 
 
 def _check_finetune(check: _Checker, where: str, settings: dict) -> None:

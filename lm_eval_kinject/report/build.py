@@ -56,10 +56,16 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
         own = [markdown_table(entries, name, spec["title"], lost), ""]
         if split := spec.get("qa_split"):
             trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
-                                                if ARMS[a].held_out_questions))
+                                                if ARMS[a].trains_on_questions))
             own.insert(1, f"\n*Every arm is scored on the held-out split only: the questions about the chunks whose "
                           f"questions were not trained on as QA pairs by {trainers} (split by chunk: "
                           f"train fraction {split['train_fraction']}, seed {split['seed']}).*")
+        if practice := spec.get("qa_practice"):
+            trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
+                                                if ARMS[a].trains_on_questions))
+            own.insert(1, f"\n*{trainers} also trained on practice questions about other documents "
+                          f"(`{Path(practice).name}`), none of them scored; no scored question was a training QA "
+                          "pair.*")
         if known := known_markdown(entries, name, spec["title"]):
             own += [known, ""]
         by_experiment[name] = own
