@@ -1,8 +1,9 @@
-"""Two arms of a finished demo (or grid) run compared on the first m held-out events, m growing: does a
+"""Two arms of a finished grid run with a held-out split (``qa`` + ``qa_split``; the demo's design before practice
+events, e.g. the run of docs/demo-report/events-80) compared on the first m held-out events, m growing: does a
 paired difference need more questions scored, or more training? Reads the run folder only (no model).
 
     python benchmarks/heldout_power.py runs/demo80                       # FT-RAFT vs FT-par, fictional_mix
-    python benchmarks/heldout_power.py runs/demo --a ft-raft3 --b ft-par3 --step 5
+    python benchmarks/heldout_power.py runs/grid --experiment NAME --a ft-raft3 --b ft-par3 --step 5
 
 Prints one line per m: questions, both accuracies, the difference with its paired bootstrap interval, the
 discordant questions and the exact McNemar p (the report's own statistics).

@@ -31,6 +31,8 @@ DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa", "qa_practice", "qa_practi
 # Keys added after runs were made, left out of a run's identity at these values: a run made before they existed keeps
 # its hash, and is reused or resumed as before.
 LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None}
+# How RAFT places passages (qa_layout): a copy before every QA pair, or one per chunk followed by all its pairs.
+QA_LAYOUTS = ("pair", "chunk")
 
 
 def _help(text: str) -> dict:
@@ -175,8 +177,8 @@ class FinetuneConfig:
             problems.append(f"qa_passages={self.qa_passages!r}: expected a number in [0, 1]")
         elif self.qa_passages and not (self.qa or self.qa_practice):
             problems.append(f"qa_passages={self.qa_passages}: needs a questions file (qa / --qa, or qa_practice)")
-        if self.qa_layout not in ("pair", "chunk"):
-            problems.append(f"qa_layout={self.qa_layout!r}: expected one of ['pair', 'chunk']")
+        if self.qa_layout not in QA_LAYOUTS:
+            problems.append(f"qa_layout={self.qa_layout!r}: expected one of {list(QA_LAYOUTS)}")
         if bool(self.qa_practice) != bool(self.qa_practice_chunks):
             given, missing = (("qa_practice", "qa_practice_chunks") if self.qa_practice
                               else ("qa_practice_chunks", "qa_practice"))

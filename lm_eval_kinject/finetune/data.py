@@ -17,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_eval_kinject.errors import DataError
+from lm_eval_kinject.errors import ConfigError, DataError
+from lm_eval_kinject.finetune.config import QA_LAYOUTS
 from lm_eval_kinject.records import read_jsonl
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainingTexts", "PackedBlocks", "read_paraphrases", "qa_pairs", "qa_texts", "practice_texts",
-           "read_practice_chunks", "training_texts", "pack", "QA_LAYOUTS"]
-
-# How RAFT places passages: one copy per QA pair, or one per chunk followed by all its pairs.
-QA_LAYOUTS = ("pair", "chunk")
+           "read_practice_chunks", "training_texts", "pack"]
 
 
 @dataclass
@@ -117,7 +115,7 @@ def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_sh
     from lm_eval_kinject.splits import qa_text
 
     if layout not in QA_LAYOUTS:
-        raise DataError(f"qa_layout={layout!r}: expected one of {', '.join(QA_LAYOUTS)}")
+        raise ConfigError(f"qa_layout={layout!r}: expected one of {', '.join(QA_LAYOUTS)}")
     texts = [qa_text(q) for q in questions]
     if not passage_share or not questions:
         return texts, 0, set()
