@@ -139,6 +139,7 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
     assert all(c["known"]["n"] + c["unknown"]["n"] == 6 for c in report["cells"] if c["role"] == "main")
     assert {c["arm"] for c in report["cells"] if c["role"] == "control"} == {"base", "ft-reg", "ft-par2", "ft-raft2"}
     assert "Δctl" in (out / "report.md").read_text() and (out / "figure4_fictional.png").is_file()
+    assert "*FT-RAFT also trained on practice questions about other documents" in (out / "report.md").read_text()
     # FT-RAFT trained on the QA pairs of the 12 practice events (5 each), none of them about the world
     records = [json.loads(p.read_text()) for p in (out / "checkpoints").glob("*/kinject_finetune.json")]
     raft = [r["data"] for r in records if r["data"].get("practice_questions")]

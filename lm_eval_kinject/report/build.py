@@ -54,15 +54,13 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
         if not any(e.experiment == name for e in entries):
             continue
         own = [markdown_table(entries, name, spec["title"], lost), ""]
+        trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
+                                            if ARMS[a].trains_on_questions))
         if split := spec.get("qa_split"):
-            trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
-                                                if ARMS[a].trains_on_questions))
             own.insert(1, f"\n*Every arm is scored on the held-out split only: the questions about the chunks whose "
                           f"questions were not trained on as QA pairs by {trainers} (split by chunk: "
                           f"train fraction {split['train_fraction']}, seed {split['seed']}).*")
         if practice := spec.get("qa_practice"):
-            trainers = " / ".join(dict.fromkeys(ARMS[ARMS[a].stem].label for a in spec["arms"]
-                                                if ARMS[a].trains_on_questions))
             own.insert(1, f"\n*{trainers} also trained on practice questions about other documents "
                           f"(`{Path(practice).name}`), none of them scored; no scored question was a training QA "
                           "pair.*")
