@@ -138,7 +138,8 @@ def tiny_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("grid")
     config = _config(folder)
-    return config, folder / "run", run_grid(config, folder / "run", show_progress=False)
+    yield config, folder / "run", run_grid(config, folder / "run", show_progress=False)
+    shutil.rmtree(folder, ignore_errors=True)  # two full-model checkpoints (1.1 GB): CI's disk is shared
 
 
 def test_grid_runs_every_cell_and_records_the_failing_one(tiny_run):
