@@ -3,7 +3,8 @@
 An arm is a way of giving a model the knowledge of a corpus: none (``base``), retrieval (``+rag``),
 fine-tuning on the corpus's chunks (``ft-reg``), on the chunks and N paraphrases of each
 (``ft-par``), on the chunks plus question-answer pairs of *other* facts (``ft-mix``, mixed
-training; ``ft-raft``, those pairs read after their passage), and the combinations. Grid configs,
+training; ``ft-raft``, those pairs read after their passage), on ft-raft's documents without its
+pairs (``ft-ctl``, the control), and the combinations. Grid configs,
 cells, the runner, the report's tables, figures and paired tests and ``kinject demo`` all read this
 table; none of them spells an arm again. Adding an arm is one entry here plus, if it trains on
 something new, its recipe in ``finetune/data.py`` (or, if only its settings differ, its ``recipe``).
@@ -27,7 +28,9 @@ __all__ = ["Arm", "ARMS", "TRAINING", "parse_arm", "variant", "get_arm", "checkp
 #   chunks+qa            the chunks (and the paraphrases, when the experiment has them) plus question-answer
 #                        pairs: of a training split of the questions (evaluated on the held-out split), and/or of
 #                        practice questions about other documents, never evaluated (ft-mix, ft-raft)
-TRAINING = ("none", "chunks", "chunks+paraphrases", "chunks+qa")
+#   chunks+qa-documents  every document a chunks+qa arm reads (the passages before its pairs, practice documents),
+#                        without the pairs: the control that tells the QA pairs' effect from more text's (ft-ctl)
+TRAINING = ("none", "chunks", "chunks+paraphrases", "chunks+qa", "chunks+qa-documents")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Arm:
     name: str  # as written in a grid config: "ft-par", "ft-mix+rag"
     label: str  # column heading: "FT-par + RAG"
     order: int  # column order of the paper's tables (Table 1 / Table 2), then ours
-    training: Literal["none", "chunks", "chunks+paraphrases", "chunks+qa"]
+    training: Literal["none", "chunks", "chunks+paraphrases", "chunks+qa", "chunks+qa-documents"]
     rag: bool
     # How many checkpoints the arm stands for when an experiment lists several paraphrase counts:
     # "each" (one cell per N: Figure 4), "largest" (the table's N), "none" (no paraphrases).
@@ -60,6 +63,12 @@ class Arm:
         or of practice questions about other documents."""
         return self.training == "chunks+qa"
 
+    @property
+    def uses_qa_data(self) -> bool:
+        """Trained on what the QA settings (qa, qa_split, qa_practice) select: the pairs, or (the control) the
+        documents they come with."""
+        return self.training in ("chunks+qa", "chunks+qa-documents")
+
 
 # After RAFT (Zhang et al. 2024, "Adapting Language Model to Domain Specific RAG"): the QA pairs with their passage in
 # context, so that fine-tuning teaches answering from a retrieved passage as well as storing the facts. Every pair:
@@ -67,6 +76,8 @@ class Arm:
 # A passage read once before all its pairs ("chunk") costs a third of the tokens of a copy per pair, so the same
 # training time covers three times the pairs: 150 practice pairs, 0.88 on the demo's world against FT-par's 0.64.
 RAFT = (("qa_passages", 1.0), ("qa_layout", "chunk"))
+# The control of FT-RAFT: its very documents, as often, without the QA pairs (FinetuneConfig.qa_pairs).
+CONTROL = (*RAFT, ("qa_pairs", False))
 
 _TABLE = [
     Arm("base", "Base", 0, "none", False, description="the model as it is"),
@@ -79,11 +90,15 @@ _TABLE = [
         "fine-tuned on the chunks (+ paraphrases) and QA pairs of other facts"),
     Arm("ft-raft", "FT-RAFT", 6, "chunks+qa", False, "largest",
         "as ft-mix, the QA pairs read after their chunk, as a RAG prompt shows it (RAFT)", RAFT),
-    Arm("ft+rag", "FT + RAG", 7, "chunks", True),
-    Arm("ft-reg+rag", "FT-reg + RAG", 8, "chunks", True),
-    Arm("ft-par+rag", "FT-par + RAG", 9, "chunks+paraphrases", True, "largest"),
-    Arm("ft-mix+rag", "FT-mix + RAG", 10, "chunks+qa", True, "largest"),
-    Arm("ft-raft+rag", "FT-RAFT + RAG", 11, "chunks+qa", True, "largest", recipe=RAFT),
+    Arm("ft-ctl", "FT-ctl", 7, "chunks+qa-documents", False, "largest",
+        "the control of ft-raft: its documents (chunks, paraphrases, the passages before its QA pairs, practice "
+        "documents) without the QA pairs", CONTROL),
+    Arm("ft-ctl+rag", "FT-ctl + RAG", 13, "chunks+qa-documents", True, "largest", recipe=CONTROL),
+    Arm("ft+rag", "FT + RAG", 8, "chunks", True),
+    Arm("ft-reg+rag", "FT-reg + RAG", 9, "chunks", True),
+    Arm("ft-par+rag", "FT-par + RAG", 10, "chunks+paraphrases", True, "largest"),
+    Arm("ft-mix+rag", "FT-mix + RAG", 11, "chunks+qa", True, "largest"),
+    Arm("ft-raft+rag", "FT-RAFT + RAG", 12, "chunks+qa", True, "largest", recipe=RAFT),
 ]
 ARMS: dict[str, Arm] = {arm.name: arm for arm in _TABLE}
 
@@ -93,7 +108,8 @@ PAIRS = [("base+rag", "base"), ("ft", "base"), ("ft-reg", "base"), ("base+rag", 
          ("ft-par", "base"), ("ft-mix", "ft-par"), ("ft-mix", "ft-reg"), ("ft-mix", "base"),
          ("base+rag", "ft-mix"), ("ft-mix+rag", "base+rag"), ("ft-raft", "ft-par"), ("ft-raft", "ft-mix"),
          ("ft-raft", "ft-reg"), ("ft-raft", "base"), ("base+rag", "ft-raft"), ("ft-raft+rag", "base+rag"),
-         ("ft-raft+rag", "ft-par+rag")]
+         ("ft-raft+rag", "ft-par+rag"), ("ft-raft", "ft-ctl"), ("ft-ctl", "ft-par"), ("ft-ctl", "ft-reg"),
+         ("ft-raft+rag", "ft-ctl+rag")]
 
 _VARIANT = re.compile(r"^(?P<stem>[a-z]+(?:-[a-z]+)?)(?P<n>\d+)?(?P<rag>\+rag)?$")
 

@@ -201,6 +201,18 @@ def kb_build(sources, out, chunk_tokens, overlap, tokenizer, embedder, id_field,
 EF_SEARCH_HELP = "HNSW search beam for this run instead of the KB's (KBs of --exact-below chunks or more)."
 
 
+RERANK_HELP = ("Rerank the first stage's top --rerank-depth chunks: 'lm' (query likelihood under --rerank-model, "
+               "UPR) or 'cross-encoder:<folder or Hub id>'.")
+
+
+def _rerank_options(command):
+    """--rerank-depth and --rerank-model, with the defaults of RetrieverConfig (written once, there)."""
+    command = click.option("--rerank-model", default=RetrieverConfig.rerank_model, show_default=True,
+                           help="The causal LM of --rerank lm: a preset, model folder or Hub id.")(command)
+    return click.option("--rerank-depth", default=RetrieverConfig.rerank_depth, show_default=True,
+                        type=click.IntRange(min=1), help="How many first-stage chunks the reranker orders.")(command)
+
+
 @kb.command("search")
 @click.argument("kb_path", type=click.Path(path_type=Path))
 @click.argument("query")
@@ -210,17 +222,22 @@ EF_SEARCH_HELP = "HNSW search beam for this run instead of the KB's (KBs of --ex
               help="hybrid: how deep the BM25 and dense rankings enter the fusion.")
 @click.option("--rrf-k", default=RetrieverConfig.rrf_k, show_default=True, type=click.IntRange(min=1),
               help="hybrid: the reciprocal rank fusion constant.")
+@click.option("--rerank", help=RERANK_HELP)
+@_rerank_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.option("--ef-search", type=click.IntRange(min=1), help=EF_SEARCH_HELP)
-def kb_search(kb_path, query, k, retriever, fusion_depth, rrf_k, as_json, ef_search) -> None:
+def kb_search(kb_path, query, k, retriever, fusion_depth, rrf_k, rerank, rerank_depth, rerank_model, as_json,
+              ef_search) -> None:
     """Print the top-k chunks for QUERY."""
     import json
 
     from lm_eval_kinject.kb import KnowledgeBase
     from lm_eval_kinject.retrieval import build_retriever
 
+    config = RetrieverConfig(retriever, fusion_depth, rrf_k, rerank, rerank_depth, rerank_model)
+    config.check_k(k, where="-k")
     base = KnowledgeBase.load(kb_path, ef_search=ef_search)
-    hits = build_retriever(base, RetrieverConfig(retriever, fusion_depth, rrf_k)).retrieve([query], k)
+    hits = build_retriever(base, config).retrieve([query], k)
     for rank, (chunk_id, score) in enumerate(zip(hits.ids[0], hits.scores[0]), start=1):
         chunk = base.chunk(chunk_id)
         if as_json:
@@ -230,22 +247,51 @@ def kb_search(kb_path, query, k, retriever, fusion_depth, rrf_k, as_json, ef_sea
             click.echo(f"{rank}. [{chunk_id}] {score:.4f}  {chunk.article}\n   {chunk.text[:300]}\n")
 
 
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 @kb.command("eval")
 @click.argument("kb_path", type=click.Path(path_type=Path))
 @click.argument("questions", type=click.Path(exists=True, path_type=Path))
 @click.option("-k", "ks", default="1,4,10", show_default=True, callback=_int_list, help="Cut-offs, comma-separated.")
 @click.option("--retriever", "retrievers", default="bm25,dense,hybrid", show_default=True,
               help="Comma-separated retrievers to compare.")
-@click.option("--with-options", is_flag=True, help="Append the answer options to each query.")
+@click.option("--query", "queries", default="question,options", show_default=True,
+              help="Comma-separated query kinds: 'question' (its text) and/or 'options' (its text and options).")
+@click.option("--rerank", "rerankers", default="none", show_default=True,
+              help="Comma-separated rerankers to compare ('none', 'lm', 'cross-encoder:<folder or Hub id>').")
+@_rerank_options
+@click.option("--fusion-depth", default=RetrieverConfig.fusion_depth, show_default=True, type=click.IntRange(min=1),
+              help="hybrid: how deep the BM25 and dense rankings enter the fusion.")
+@click.option("--with-options", is_flag=True, help="Same as --query options.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row instead of the table.")
 @click.option("--ef-search", type=click.IntRange(min=1), help=EF_SEARCH_HELP)
-def kb_eval(kb_path, questions, ks, retrievers, with_options, ef_search) -> None:
-    """Recall@k and MRR of the gold chunk_id of each question in QUESTIONS (questions.jsonl)."""
-    from lm_eval_kinject.kb import KnowledgeBase
-    from lm_eval_kinject.retrieval_eval import evaluate_retrieval, format_table, skipped_note
+def kb_eval(kb_path, questions, ks, retrievers, queries, rerankers, rerank_depth, rerank_model, fusion_depth,
+            with_options, as_json, ef_search) -> None:
+    """Recall@k, MRR and queries/s of every retriever x query x reranker on the gold chunk_id of each question in
+    QUESTIONS (questions.jsonl)."""
+    import json
 
+    from lm_eval_kinject.kb import KnowledgeBase
+    from lm_eval_kinject.retrieval_eval import evaluate_retrieval, skipped_note, table_head, table_row
+
+    configs = [RetrieverConfig(name, fusion_depth, rerank=None if rerank == "none" else rerank,
+                               rerank_depth=rerank_depth, rerank_model=rerank_model)
+               for rerank in _names(rerankers) for name in _names(retrievers)]
     base = KnowledgeBase.load(kb_path, ef_search=ef_search)
-    rows = evaluate_retrieval(base, questions, ks, [r.strip() for r in retrievers.split(",")], with_options)
-    click.echo(format_table(rows, ks))
+    printed = []
+
+    def show(row: dict) -> None:  # each row as soon as it is measured
+        if not as_json and not printed:
+            click.echo(table_head(ks))
+        printed.append(row)
+        click.echo(json.dumps(row) if as_json else table_row(row, ks))
+
+    rows = evaluate_retrieval(base, questions, ks, configs, queries=("options",) if with_options
+                              else tuple(_names(queries)), on_row=show)
+    if as_json:
+        return
     note = skipped_note(rows)
     if note:
         click.echo(note)
@@ -458,7 +504,8 @@ def demo(out, work, quick, events, practice_events, n_paraphrases, arms, method,
 @click.option("--check", is_flag=True, help="Validate the config, list the cells and what is finished, and exit.")
 @click.option("--no-retry", is_flag=True, help="Leave cells that failed before as they are.")
 @click.option("--models", default=None, help="Run only these models' cells (comma-separated): one process per GPU.")
-def grid_(config_file, out, check, no_retry, models) -> None:
+@click.option("--experiments", default=None, help="Run only these experiments' cells (comma-separated).")
+def grid_(config_file, out, check, no_retry, models, experiments) -> None:
     """Run an experiment grid (models × tasks × arms) through lm-eval; resumable.
 
     \b
@@ -477,12 +524,14 @@ def grid_(config_file, out, check, no_retry, models) -> None:
         for cell in cells:
             status = cell_status(out / "cells" / cell.hash(config)) or "pending"
             click.echo(f"{status:8} {cell.experiment:14} {cell.model:14} {cell.arm:14} {cell.task}"
-                       + (" (control)" if cell.role == "control" else ""))
+                       + (" (control)" if cell.role == "control" else "")
+                       + (" [" + ", ".join(f"{k}={v}" for k, v in cell.budget) + "]" if cell.budget else ""))
         click.echo(f"{len(cells)} cells; config OK")
         return
     try:
         run = run_grid(config, out, retry_failed=not no_retry,
-                       models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+                       models=_names(models) if models else None,
+                       experiments=_names(experiments) if experiments else None)
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Finished cells are kept in {out}/cells; run the same command to continue.", err=True)
         sys.exit(130)

@@ -28,7 +28,8 @@ EXPERIMENT = "fictional"
 CONTROL_TASK = "kinject_mmlu_cloze_anatomy_0shot"  # forgetting: general knowledge outside the world
 # ft-raft rather than ft-mix by default: on the default world it answers closed-book at least as well as FT-par and,
 # with RAG, as RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are reused on a re-run).
-DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-raft", "ft-reg+rag", "ft-par+rag", "ft-raft+rag")
+# ft-ctl, FT-RAFT's documents without its QA pairs, tells what the pairs add from what more text adds.
+DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-raft", "ft-ctl", "ft-reg+rag", "ft-par+rag", "ft-raft+rag")
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,10 @@ class DemoConfig:
             problems.append(f"--arms {','.join(unknown)}: unknown; valid: {', '.join(ARMS)}")
         if self.k < 1:
             problems.append(f"k={self.k}: expected a positive integer")
-        asking = [a for a in self.arms if a in ARMS and ARMS[a].trains_on_questions]
+        asking = [a for a in self.arms if a in ARMS and ARMS[a].uses_qa_data]
         if asking and not self.world.practice_events:
-            problems.append(f"--arms {','.join(asking)}: train on the QA pairs of practice events; "
+            problems.append(f"--arms {','.join(asking)}: train on the QA pairs (ft-ctl: the documents) of practice "
+                            "events; "
                             "--practice-events 0 gives them none (use 4 or more)")
         if problems:
             raise ConfigError("kinject demo: " + "; ".join(problems))
@@ -127,7 +129,7 @@ def demo_grid(config: DemoConfig, world: Path) -> dict:
         common["limit"] = config.limit
     title = f"Fictional world ({config.world.events} events, seed {config.world.seed})"
     experiment = {"title": title, "arms": [a.name for a in arms], **common}
-    if any(a.trains_on_questions for a in arms):
+    if any(a.uses_qa_data for a in arms):
         experiment.update(qa_practice=str(world / "practice_questions.jsonl"),
                           qa_practice_chunks=str(world / "practice_chunks.jsonl"))
     experiments = {EXPERIMENT: experiment}

@@ -38,7 +38,7 @@ from lm_eval_kinject import __version__
 from lm_eval_kinject.artifacts import write_jsonl_atomic
 from lm_eval_kinject.errors import ConfigError, KinjectError
 from lm_eval_kinject.prompting import check_template, fit_passages, render_passages, split_context
-from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER, RetrieverConfig
+from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER, RetrieverConfig, compose_query
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ __all__ = ["RAG_ARGS", "LM_EVAL_CLI_ARGS", "RAGConfig", "Tokens", "Augmenter", "
 # what lm-eval's CLI passes to every model (--device, --batch_size, --max_batch_size), whatever its backend uses
 LM_EVAL_CLI_ARGS = ("device", "batch_size", "max_batch_size")
 # the model_args every kinject RAG model takes, on every backend
-RAG_ARGS = ("kb", "k", "retriever", "fusion_depth", "rrf_k", "template", "query_field", "query_with_options",
-            "retrieval_log")
+RAG_ARGS = ("kb", "k", *RetrieverConfig.KEYS, "template", "query_field", "query_with_options", "retrieval_log")
 
 
 def init_parameters(cls) -> list[str]:
@@ -89,6 +88,12 @@ def _flag(value, name: str, model: str) -> bool:
     raise ConfigError(f"{model}: {name}={value!r}: expected True or False")
 
 
+def _int_arg(value):
+    """lm-eval passes model_args from a dict as they are, and from its CLI as numbers or strings: a numeric
+    string becomes a number, so ``rerank_depth=10`` reads the same either way."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
 @dataclass(frozen=True)
 class RAGConfig:
     """What decides a RAG prompt; ``kb=None`` or ``k=0`` is the base arm."""
@@ -105,6 +110,7 @@ class RAGConfig:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ConfigError(f"k={self.k!r}: expected a non-negative integer (0 turns retrieval off)")
         check_template(self.template)
+        self.retriever.check_k(self.k)
         if not isinstance(self.query_field, str) or not self.query_field:
             raise ConfigError(f"query_field={self.query_field!r}: expected the name of a document field")
 
@@ -118,8 +124,8 @@ class RAGConfig:
         ours = {key: args[key] for key in RAG_ARGS if key in args}
         rest = {key: value for key, value in args.items() if key not in RAG_ARGS}
         try:
-            retriever = RetrieverConfig(name=ours.get("retriever", DEFAULT_RETRIEVER),
-                                        fusion_depth=ours.get("fusion_depth", 100), rrf_k=ours.get("rrf_k", 60))
+            retriever = RetrieverConfig.from_mapping(
+                {key: _int_arg(value) for key, value in ours.items() if key in RetrieverConfig.KEYS}, model)
             kb = ours.get("kb")
             config = cls(kb=str(kb) if kb is not None else None, k=ours.get("k", 3), retriever=retriever,
                          template=ours.get("template", "plain"), query_field=ours.get("query_field", "question"),
@@ -194,10 +200,7 @@ class Augmenter:
         if field_name not in doc or not isinstance(doc[field_name], str):
             raise KinjectError(f"{self.model}: documents of task {request.task_name!r} have no text field "
                                f"{field_name!r} to query with (fields: {sorted(doc)}); set query_field=")
-        query = doc[field_name]
-        if self.config.query_with_options and isinstance(doc.get("choices"), list):
-            query += "\n" + "\n".join(map(str, doc["choices"]))
-        return query
+        return compose_query(doc[field_name], doc.get("choices"), self.config.query_with_options)
 
     def _retrieve(self, by_doc: dict) -> None:
         """Fill ``self._retrieved`` for the documents not seen yet, one batched query."""
@@ -337,15 +340,18 @@ class RAGModelMixin:
         self.rag = Augmenter(config, kb=kb, model=self.kinject_model)
 
     def set_retrieval(self, kb=None, k: int = 3, retriever: str | RetrieverConfig = DEFAULT_RETRIEVER,
-                      template: str | None = None, retrieval_log: str | None = None) -> None:
+                      template: str | None = None, retrieval_log: str | None = None,
+                      query_with_options: bool | None = None) -> None:
         """(Re)configure retrieval on the loaded model (None: the base arm); one model serves many arms.
 
-        ``kb``: a KB folder or a loaded KnowledgeBase. ``template`` / ``retrieval_log``: None keeps the current.
+        ``kb``: a KB folder or a loaded KnowledgeBase. ``template`` / ``retrieval_log`` / ``query_with_options``:
+        None keeps the current.
         """
         retriever = retriever if isinstance(retriever, RetrieverConfig) else RetrieverConfig(retriever)
+        options = self.rag_config.query_with_options if query_with_options is None else query_with_options
         config = RAGConfig(kb=None if kb is None else str(getattr(kb, "path", kb)), k=k, retriever=retriever,
                            template=template or self.rag_config.template, query_field=self.rag_config.query_field,
-                           query_with_options=self.rag_config.query_with_options,
+                           query_with_options=options,
                            retrieval_log=str(retrieval_log) if retrieval_log else self.rag_config.retrieval_log)
         self._init_rag(config, kb=kb)
 

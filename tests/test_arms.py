@@ -177,6 +177,52 @@ def test_practice_questions_are_exercises_on_other_documents(world_kb, tmp_path)
         FictionalConfig(events=10, practice_events=2)
 
 
+def test_control_arm_reads_the_mixed_arms_documents_without_its_pairs(world_kb, tmp_path):
+    """ft-ctl trains on exactly what ft-raft (and, without passages, ft-mix) reads, minus the QA pairs: the same
+    passages, as often, in the same rendering; the grid gives both arms the same data settings."""
+    from lm_eval_kinject.finetune.data import practice_texts, qa_pairs
+
+    world, kb = world_kb
+    practiced = write_world(FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS), practice_events=6),
+                            tmp_path / "world")
+    args = (practiced / "practice_questions.jsonl", practiced / "practice_chunks.jsonl", {c.text for c in kb.chunks})
+    for share, layout in ((1.0, "chunk"), (1.0, "pair"), (0.5, "pair"), (0.0, "chunk")):
+        mixed, _ = practice_texts(*args, share, 0, layout, True)
+        control, stats = practice_texts(*args, share, 0, layout, True, pairs=False)
+        without_pairs = [t.split("Question: ")[0].rstrip() for t in mixed]
+        assert sorted(control) == sorted(t for t in without_pairs if t), (share, layout)
+        assert not any("Question:" in t or "Answer:" in t for t in control)
+        assert stats["practice_with_passage"] == round(share * 30) if layout == "pair" else True
+    by_id = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
+    split = QuestionSplit(0.5, seed=0)
+    mixed, _ = qa_pairs(world / "questions.jsonl", split, by_id, 1.0, layout="chunk")
+    control, _ = qa_pairs(world / "questions.jsonl", split, by_id, 1.0, layout="chunk", pairs=False)
+    assert len(control) == len(mixed) == 5 and control == [t.split("\n\nQuestion: ")[0] for t in mixed]
+
+    from lm_eval_kinject.grid.cells import expand
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        models: {{m: {{pretrained: smollm2-135m}}}}
+        knowledge_bases: {{world: {{sources: ["{world}/chunks.jsonl"]}}}}
+        experiments:
+          e:
+            tasks: [kinject_fictional_cloze]
+            kb: world
+            arms: [ft-raft, ft-ctl, ft-ctl+rag]
+            qa_practice: {practiced}/practice_questions.jsonl
+            qa_practice_chunks: {practiced}/practice_chunks.jsonl
+        """))
+    from lm_eval_kinject.grid import load_grid_config
+
+    grid = load_grid_config(config)
+    checkpoints = {c.arm: c.checkpoint for c in expand(grid)}
+    raft, ctl = checkpoints["ft-raft"], checkpoints["ft-ctl"]
+    assert checkpoints["ft-ctl+rag"] == ctl and ctl.practice == raft.practice
+    assert dict(ctl.settings) == {**dict(raft.settings), "qa_pairs": False}
+    assert ctl.hash(grid) != raft.hash(grid)
+
+
 def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     from lm_eval_kinject.finetune import FinetuneConfig, finetune
 

@@ -173,7 +173,8 @@ def test_demo_is_a_grid_resumes_and_equals_kinject_grid(tmp_path):
 def test_demo_arms_that_train_on_questions_need_practice_events(tmp_path):
     from lm_eval_kinject.demo import DemoConfig, demo_grid, with_options
 
-    with pytest.raises(ConfigError, match=r"--arms ft-raft,ft-raft\+rag: train on the QA pairs of practice events"):
+    with pytest.raises(ConfigError, match=r"--arms ft-raft,ft-ctl,ft-raft\+rag: train on the QA pairs \(ft-ctl: the "
+                                          r"documents\) of practice events"):
         with_options(DemoConfig(), practice_events=0)
     assert with_options(DemoConfig(), practice_events=0, arms=("base", "ft-reg")).world.practice_events == 0
     # the default: one experiment, every arm on every question, FT-RAFT's QA pairs from the world's practice events

@@ -237,16 +237,106 @@ def test_cli_check_and_report_with_expectations(tiny_run, tmp_path):
     assert checked.returncode == 0 and "key numbers match" in checked.stdout
 
 
+SWEEP = textwrap.dedent(f"""\
+    seed: 0
+    vars: {{data: "{SHARED_DATA}"}}
+    models:
+      smollm2-135m: {{pretrained: smollm2-135m}}
+    task_metadata: {{current_events_dir: "${{data}}/current_events_sample"}}
+    knowledge_bases:
+      current_events: {{sources: ["${{data}}/current_events_sample/chunks.jsonl"]}}
+      asked:
+        sources: ["${{data}}/current_events_sample/chunks.jsonl"]
+        only_chunks_of: ${{data}}/current_events_sample/questions.jsonl
+    retrieval: {{retriever: bm25, k: 1}}
+    finetune: {{method: lora, max_steps: 2, block_size: 64, batch_size: 2}}
+    lm_eval: {{batch_size: 8, limit: 4}}
+    experiments:
+      ce:
+        title: Current events budgets
+        tasks: [current_events_cloze]
+        kb: current_events
+        train_kb: asked
+        paraphrases: ${{data}}/current_events_sample/paraphrases.jsonl
+        arms: [base, base+rag, ft-reg]
+        sweep: {{learning_rate: [1.0e-5, 3.0e-3]}}
+      oracle:
+        title: Oracle
+        tasks: [current_events_cloze]
+        kb: current_events
+        arms: [base+rag]
+        retrieval: {{retriever: oracle}}
+    """)
+
+
+def test_sweep_makes_one_cell_per_budget_chooses_on_validation_and_draws_the_figure(tmp_path):
+    from lm_eval_kinject.grid import run_grid
+    from lm_eval_kinject.grid.cells import expand
+    from lm_eval_kinject.report import write_report
+
+    config = _config(tmp_path, SWEEP)
+    cells = expand(config)
+    budgets = sorted(dict(c.budget)["learning_rate"] for c in cells if c.arm == "ft-reg")
+    assert budgets == [1e-5, 3e-3] and len(cells) == 5
+    assert len({c.checkpoint.hash(config) for c in cells if c.checkpoint}) == 2
+    run = run_grid(config, tmp_path / "run", show_progress=False)
+    assert len(run.done) == 5 and not run.failed
+    report = write_report(tmp_path / "run", tmp_path / "report")
+    losses = {}
+    for key in run.done:
+        meta = json.loads((tmp_path / "run" / "cells" / key / "cell.json").read_text())
+        result = json.loads((tmp_path / "run" / "cells" / key / "result.json").read_text())
+        if meta["arm"] == "ft-reg":
+            assert result["training"]["tokens"] > 0 and result["training"]["learning_rate"] == meta["budget"][
+                "learning_rate"]
+            losses[meta["budget"]["learning_rate"]] = result["training"]["validation_loss"]
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    (choice,) = data["budget_choices"]
+    assert choice["arm"] == "ft-reg" and choice["candidates"] == 2
+    assert choice["budget"] == {"learning_rate": min(losses, key=losses.get)}  # chosen on validation loss
+    assert len([c for c in report.cells if c["arm"] == "ft-reg"]) == 1 and len(data["other_budgets"]) == 1
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "lowest held-out paraphrase loss" in text and "budget_ce.png" in text
+    assert (tmp_path / "report" / "budget_ce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp_path / "report" / "budget_ce.png").read_bytes()) > 10000
+    shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)
+
+
+@pytest.mark.parametrize("sweep,message", [
+    ("{learning_rate: []}", r"experiments.ce.sweep.learning_rate: \[\]: expected a non-empty list of values"),
+    ("[1, 2]", "experiments.ce.sweep: expected a mapping of fine-tuning settings"),
+    ("{learning_rte: [1.0e-4]}", r"unknown key\(s\) \['learning_rte'\].*did you mean 'learning_rate'"),
+    ("{epochs: [2, 2]}", "a value is listed twice"),
+    ("{learning_rate: [-1.0]}", "learning_rate"),
+])
+def test_bad_sweeps_are_refused_with_their_key(tmp_path, sweep, message):
+    text = SWEEP.replace("sweep: {learning_rate: [1.0e-5, 3.0e-3]}", f"sweep: {sweep}")
+    with pytest.raises(ConfigError, match=message) as error:
+        _config(tmp_path, text)
+    assert "1 problem(s)" in str(error.value)
+
+
+def test_sweep_needs_held_out_paraphrases_to_choose_on(tmp_path):
+    text = SWEEP.replace("    paraphrases: ${data}/current_events_sample/paraphrases.jsonl\n", "")
+    with pytest.raises(ConfigError, match="a sweep needs paraphrases: FILE"):
+        _config(tmp_path, text)
+    text = SWEEP.replace("arms: [base, base+rag, ft-reg]", "arms: [base, base+rag]")
+    with pytest.raises(ConfigError, match="this experiment has no fine-tuned arm"):
+        _config(tmp_path, text)
+
+
 def test_shipped_grid_configs_are_valid():
     from lm_eval_kinject.grid import load_grid_config
     from lm_eval_kinject.grid.cells import expand
 
     sizes = {}
-    for name in ("embedded", "ci", "paper"):
+    for name in ("embedded", "ci", "paper", "current_events"):
         config = load_grid_config(REPO / "configs" / f"{name}.yaml")
         sizes[name] = len(expand(config))
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
-    assert sizes == {"embedded": 19, "ci": 8, "paper": 159}
+    # current_events: 7 retrieval cells + base, base+rag, 8 FT arms x 6 budgets, 4 FT checkpoints x 6 budgets + base
+    # on the control task = 82
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 82}
 
 
 MIXED = textwrap.dedent("""\

@@ -287,8 +287,9 @@ def test_kb_cli_build_search_eval_info(tmp_path, ce_kb):
     assert [h["rank"] for h in hits] == [1, 2] and hits[0]["article"] == "Hurricane Otis"
     out = run_cli(["kinject", "kb", "eval", str(ce_kb.path), str(QUESTIONS), "-k", "1,4,10"])
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines()[0] == "| retriever | recall@1 | recall@4 | recall@10 | MRR@10 | questions |"
-    assert len(out.stdout.splitlines()) == 5
+    assert out.stdout.splitlines()[0] == ("| retriever | rerank | query | recall@1 | recall@4 | recall@10 | MRR@10 "
+                                          "| queries/s | questions |")
+    assert len(out.stdout.splitlines()) == 8  # 3 retrievers x (the question, the question with its options)
     out = run_cli(["kinject", "kb", "info", str(ce_kb.path)])
     assert out.returncode == 0 and json.loads(out.stdout)["counts"]["chunks"] == 388
     out = run_cli(["kinject", "kb", "search", str(tmp_path / "docs"), "x"])

@@ -30,7 +30,7 @@ RUN_NEUTRAL_KEYS = frozenset({"out", "save_steps", "save_total_limit", "logging_
 DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa", "qa_practice", "qa_practice_chunks"})
 # Keys added after runs were made, left out of a run's identity at these values: a run made before they existed keeps
 # its hash, and is reused or resumed as before.
-LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None}
+LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None, "qa_pairs": True}
 # How RAFT places passages (qa_layout): a copy before every QA pair, or one per chunk followed by all its pairs.
 QA_LAYOUTS = ("pair", "chunk")
 
@@ -86,6 +86,12 @@ class FinetuneConfig:
     qa_practice_chunks: str | None = field(default=None, metadata=_help(
         'The documents of the qa_practice questions: a chunks JSONL ({"chunk_id","text","article"}) or a KB '
         "folder. Each is read once per epoch: before its questions (qa_passages) or on its own."))
+    # The control of mixed training (arm ft-ctl): the very documents a mixed arm reads (KB chunks, paraphrases, the
+    # passages its QA pairs follow, practice documents), in the same numbers, without the QA pairs. What the mixed arm
+    # gains over it is the effect of the QA pairs, not of more text.
+    qa_pairs: bool = field(default=True, metadata=_help(
+        "Train on the QA pairs of qa / qa_practice; false keeps every document mixed training reads (the passages "
+        "the pairs follow, practice documents) and drops the pairs: the control arm ft-ctl."))
     # Questions name their subject ("During Hurricane Otis, ..."); chunks often do not repeat it.
     title_prefix: bool = field(default=True, metadata=_help("Start every training text with its article title."))
 

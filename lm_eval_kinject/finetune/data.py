@@ -72,7 +72,7 @@ def _titled(title: str, text: str, with_title: bool) -> str:
 
 
 def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage_share: float = 0.0,
-             seed: int = 0, layout: str = "pair") -> tuple[list[str], dict]:
+             seed: int = 0, layout: str = "pair", pairs: bool = True) -> tuple[list[str], dict]:
     """The QA texts of mixed training: the ``train`` part of the questions in ``path`` under ``split``
     (a ``QuestionSplit``), as ``Question: ...\nAnswer: ...``; and their counts.
 
@@ -92,14 +92,14 @@ def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage
     stats = {"qa_questions": len(questions), "qa_pairs": len(train),
              "qa_train_chunks": len({q["chunk_id"] for q in train}),
              "qa_heldout_chunks": len({q["chunk_id"] for q in questions}) - len({q["chunk_id"] for q in train})}
-    texts, with_passage, _ = qa_texts(train, passages, passage_share, seed, layout, source=str(path))
+    texts, with_passage, _ = qa_texts(train, passages, passage_share, seed, layout, source=str(path), pairs=pairs)
     if passage_share:
         stats["qa_with_passage"] = with_passage
     return texts, stats
 
 
 def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_share: float, seed: int,
-             layout: str = "pair", source: str = "questions") -> tuple[list[str], int, set[str]]:
+             layout: str = "pair", source: str = "questions", pairs: bool = True) -> tuple[list[str], int, set[str]]:
     """Every question of ``questions`` as a training QA pair; how many of them follow their passage; and the
     chunk ids whose passage is read.
 
@@ -107,6 +107,9 @@ def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_sh
     of its chunk's text, as RAFT) or of their chunks (``layout="chunk"``: drawn among the chunks, a chunk's
     text once, then all its pairs, a blank line apart: the same reading for a fraction of the tokens) are
     preceded by their passage, rendered as kinject-rag's ``plain`` template renders a retrieved one.
+
+    ``pairs=False`` (the control arm): the same texts without the QA pairs, i.e. only the passages, each as
+    often as it is read before pairs (the same draw of ``seed``).
 
     Raises:
         DataError: a question to be given its passage whose chunk is not in ``passages``.
@@ -116,9 +119,9 @@ def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_sh
 
     if layout not in QA_LAYOUTS:
         raise ConfigError(f"qa_layout={layout!r}: expected one of {', '.join(QA_LAYOUTS)}")
-    texts = [qa_text(q) for q in questions]
+    texts = [qa_text(q) if pairs else "" for q in questions]
     if not passage_share or not questions:
-        return texts, 0, set()
+        return [t for t in texts if t], 0, set()
     rng = random.Random(seed)
     if layout == "pair":
         chosen_pairs = set(rng.sample(range(len(questions)), round(passage_share * len(questions))))
@@ -133,15 +136,17 @@ def qa_texts(questions: list[dict], passages: dict[str, dict] | None, passage_sh
                         f"on (e.g. {missing[0]!r}); qa_passages needs each question's chunk in the KB (or, for "
                         "practice questions, in qa_practice_chunks)")
     block = {c: render_passages([passages[c]], TEMPLATES["plain"]) for c in chosen_chunks}
+    if not pairs:  # the rendered passage alone, as a RAG prompt shows it, without the "Question:" that follows
+        block = {c: text.rstrip() for c, text in block.items()}
     if layout == "pair":
         out = [block[questions[i]["chunk_id"]] + text if i in chosen_pairs else text for i, text in enumerate(texts)]
     else:
         grouped: dict[str, list[str]] = {}
         for i in sorted(chosen_pairs):
             grouped.setdefault(questions[i]["chunk_id"], []).append(texts[i])
-        out = [block[c] + "\n\n".join(pairs) for c, pairs in grouped.items()]
+        out = [block[c] + "\n\n".join(g for g in group if g) for c, group in grouped.items()]
         out += [text for i, text in enumerate(texts) if i not in chosen_pairs]
-    return out, len(chosen_pairs), chosen_chunks
+    return [t for t in out if t], len(chosen_pairs), chosen_chunks
 
 
 def read_practice_chunks(path: Path) -> dict[str, dict]:
@@ -176,7 +181,7 @@ def read_practice_chunks(path: Path) -> dict[str, dict]:
 
 
 def practice_texts(questions_path: Path, chunks_path: Path, kb_texts: set[str], passage_share: float, seed: int,
-                   layout: str, title_prefix: bool) -> tuple[list[str], dict]:
+                   layout: str, title_prefix: bool, pairs: bool = True) -> tuple[list[str], dict]:
     """The texts of practice QA: questions about *other* documents than the KB's, every one trained on and none
     scored (mixed training without a split of your own questions). Every practice document is read once per epoch:
     as the passage its pairs follow (``passage_share``, ``layout``, as ``qa_texts``) or, when it is given none, on its
@@ -202,7 +207,8 @@ def practice_texts(questions_path: Path, chunks_path: Path, kb_texts: set[str], 
         raise DataError(f"{chunks_path}: {len(shared)} practice document(s) are also chunks of the KB (e.g. "
                         f"{shared[0]!r}); practice questions must be about other documents, or the facts they "
                         "teach as QA pairs would be scored")
-    texts, with_passage, read = qa_texts(questions, chunks, passage_share, seed, layout, source=str(questions_path))
+    texts, with_passage, read = qa_texts(questions, chunks, passage_share, seed, layout, source=str(questions_path),
+                                         pairs=pairs)
     asked = {q["chunk_id"] for q in questions}
     alone = [c for c in sorted(asked) if c not in read]
     texts += [_titled(chunks[c]["article"], chunks[c]["text"], title_prefix) for c in alone]

@@ -56,12 +56,13 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     paraphrases = read_paraphrases(Path(config.paraphrases)) if config.paraphrases else None
     chunks = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
     qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed), chunks,
-                             config.qa_passages, config.seed, config.qa_layout)
+                             config.qa_passages, config.seed, config.qa_layout, config.qa_pairs)
                     if config.qa else ([], {}))
     if config.qa_practice:
         practice, practice_stats = practice_texts(Path(config.qa_practice), Path(config.qa_practice_chunks),
                                                   {c.text.strip() for c in kb.chunks}, config.qa_passages,
-                                                  config.seed, config.qa_layout, config.title_prefix)
+                                                  config.seed, config.qa_layout, config.title_prefix,
+                                                  config.qa_pairs)
         qa += practice
         qa_stats.update(practice_stats)
     qa = qa * config.qa_repeats
@@ -103,6 +104,9 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
         logger.info("resuming from %s", state.checkpoint)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(state.checkpoint) if state.checkpoint else None)
+    if validation is not None and not any("eval_loss" in h and h.get("step") == trainer.state.global_step
+                                          for h in trainer.state.log_history):
+        trainer.evaluate()  # the loss at the run's end also when max_steps stops it mid-epoch: a budget's validation
     seconds = time.perf_counter() - started
     metadata = _metadata(config, run_hash, kb, texts, train, validation, source, precision, trainer, output,
                          seconds, trainer.state.num_input_tokens_seen - tokens_before, state.checkpoint)

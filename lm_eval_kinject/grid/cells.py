@@ -86,6 +86,7 @@ class Cell:
     retrieval: tuple = ()
     checkpoint: Checkpoint | None = None
     task_metadata: tuple = ()  # the experiment's additions to the grid's lm-eval metadata (the held-out split)
+    budget: tuple = ()  # the swept fine-tuning settings of its checkpoint, sorted (key, value) pairs; () without
 
     @property
     def rag(self) -> bool:
@@ -109,7 +110,7 @@ class Cell:
         return {"experiment": self.experiment, "model": self.model, "arm": self.arm, "task": self.task,
                 "role": self.role, "limit": self.limit, "kb": self.kb, "retrieval": dict(self.retrieval) or None,
                 "n_paraphrases": self.checkpoint.n_paraphrases if self.checkpoint else None,
-                "question_split": dict(self.task_metadata) or None}
+                "question_split": dict(self.task_metadata) or None, "budget": dict(self.budget) or None}
 
 
 def _paraphrase_counts(arm: Arm, experiment: Experiment) -> list[int | None]:
@@ -122,13 +123,13 @@ def _paraphrase_counts(arm: Arm, experiment: Experiment) -> list[int | None]:
     return [None]
 
 
-def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None) -> Checkpoint | None:
+def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None, budget: dict) -> Checkpoint | None:
     if not arm.fine_tuned:
         return None
-    qa = arm.trains_on_questions
+    qa = arm.uses_qa_data
     return Checkpoint(model=model, kb=experiment.train_kb or experiment.kb, n_paraphrases=n or 0,
                       paraphrases=experiment.paraphrases if n else None,
-                      settings=tuple(sorted({**experiment.finetune, **dict(arm.recipe)}.items())),
+                      settings=tuple(sorted({**experiment.finetune, **budget, **dict(arm.recipe)}.items())),
                       qa=experiment.qa if qa else None,
                       qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa and experiment.qa else (),
                       practice=(experiment.qa_practice, experiment.qa_practice_chunks)
@@ -142,19 +143,22 @@ def expand(config: GridConfig) -> list[Cell]:
         retrieval = tuple(sorted(experiment.retrieval.items()))
         main_metadata = tuple(sorted(experiment.task_metadata("main").items()))
         for model in config.models:
-            checkpoints: dict[str, Checkpoint | None] = {"base": None}  # by the variant without +rag
+            # by (the variant without +rag, its budget)
+            checkpoints: dict[tuple, Checkpoint | None] = {("base", ()): None}
             for arm in (ARMS[name] for name in experiment.arms):
                 for n in _paraphrase_counts(arm, experiment):
-                    stem = variant(ARMS[arm.stem], n)
-                    checkpoints.setdefault(stem, _checkpoint(experiment, model, arm, n))
-                    for task in experiment.tasks:
-                        cells.append(Cell(experiment.name, model, variant(arm, n), task, "main", experiment.limit,
-                                          experiment.kb if arm.rag else None, retrieval if arm.rag else (),
-                                          checkpoints[stem], main_metadata))
-            for stem, checkpoint in checkpoints.items():
+                    for budget in experiment.budgets() if arm.fine_tuned else [{}]:
+                        key = (variant(ARMS[arm.stem], n), tuple(sorted(budget.items())))
+                        checkpoints.setdefault(key, _checkpoint(experiment, model, arm, n, budget))
+                        for task in experiment.tasks:
+                            cells.append(Cell(experiment.name, model, variant(arm, n), task, "main",
+                                              experiment.limit, experiment.kb if arm.rag else None,
+                                              retrieval if arm.rag else (), checkpoints[key], main_metadata,
+                                              key[1]))
+            for (stem, budget), checkpoint in checkpoints.items():
                 for task in experiment.control_tasks:
                     cells.append(Cell(experiment.name, model, stem, task, "control", experiment.limit,
-                                      checkpoint=checkpoint))
+                                      checkpoint=checkpoint, budget=budget))
     # a model loads once: its base cells, then each checkpoint's cells (without, then with retrieval); a cell
     # on a part of the questions comes after the cell on all of them, which it may be read off (grid/subsets.py)
     return sorted(cells, key=lambda c: (list(config.models).index(c.model), c.checkpoint is not None,

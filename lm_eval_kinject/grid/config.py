@@ -6,14 +6,16 @@
     knowledge_bases:   {NAME: {sources: [FILE|FOLDER, ...], chunk_tokens: 256, overlap: 32, embedder: ...,
                                only_chunks_of: QUESTIONS_FILE}}
     task_metadata:     {mmlu_dir: ..., current_events_dir: ...}     # lm-eval --metadata for every task
-    retrieval:         {retriever: bm25|dense|hybrid|oracle, k: 3, template: plain, fusion_depth: 100, rrf_k: 60}
+    retrieval:         {retriever: bm25|dense|hybrid|oracle, k: 3, template: plain, fusion_depth: 100, rrf_k: 60,
+                        query_with_options: false, rerank: lm|cross-encoder:PATH, rerank_depth: 10, rerank_model: ...}
     finetune:          {FinetuneConfig fields: method, epochs, max_steps, learning_rate, ...}
     lm_eval:           {backend: hf|vllm|api, batch_size: 8, limit: null, device: cpu}
     experiments:
       NAME: {title, tasks: [...], kb: KB_NAME, train_kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
              qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED},
              qa_practice: FILE, qa_practice_chunks: FILE|KB_FOLDER, control_tasks: [...],
-             finetune: {...overrides}, retrieval: {...overrides}, limit: N}
+             finetune: {...overrides}, sweep: {learning_rate: [5e-5, 5e-4], epochs: [2, 4]},
+             retrieval: {...overrides}, limit: N}
 
 Relative paths are relative to the YAML file. Arms are the table of ``lm_eval_kinject/arms.py``:
 ``base``, ``base+rag``, ``ft`` / ``ft-reg`` (fine-tuned on the KB's chunks), ``ft-par`` (one arm per
@@ -26,7 +28,9 @@ paired; one with practice questions only scores every arm on all of them. ``trai
 ``kb``) is the KB the fine-tuned arms train on, e.g. a KB with ``only_chunks_of: questions.jsonl``
 (the chunks the questions ask about) while +RAG arms retrieve from the whole ``kb``.
 ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned one: the
-difference is forgetting.
+difference is forgetting. ``sweep`` trains every fine-tuned arm once per combination of the listed
+fine-tuning settings (its *budget*); each cell is keyed by its combination, the report draws accuracy
+against training tokens and compares arms at the budget chosen on held-out paraphrase loss.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.backends import BACKENDS, DEFAULT_BACKEND
 from lm_eval_kinject.errors import ConfigError, did_you_mean
 from lm_eval_kinject.rag import RAG_ARGS
-from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER
+from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER, RetrieverConfig
 from lm_eval_kinject.splits import QuestionSplit
 
 __all__ = ["GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"]
@@ -47,11 +51,11 @@ __all__ = ["GridConfig", "Experiment", "ModelSpec", "KBSpec", "load_grid_config"
 TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retrieval", "finetune", "lm_eval",
             "experiments")
 EXPERIMENT_KEYS = ("title", "tasks", "kb", "train_kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split",
-                   "qa_practice", "qa_practice_chunks", "control_tasks", "finetune", "retrieval", "limit")
+                   "qa_practice", "qa_practice_chunks", "control_tasks", "finetune", "sweep", "retrieval", "limit")
 QA_SPLIT_KEYS = ("train_fraction", "seed")
 KB_KEYS = ("sources", "chunk_tokens", "overlap", "tokenizer", "embedder", "exact_below", "hnsw_m",
            "hnsw_ef_construction", "hnsw_ef_search", "seed", "only_chunks_of")
-RETRIEVAL_KEYS = ("retriever", "k", "template", "fusion_depth", "rrf_k")
+RETRIEVAL_KEYS = ("k", "template", "query_with_options", *RetrieverConfig.KEYS)
 LM_EVAL_KEYS = ("backend", "batch_size", "limit", "device")
 # FinetuneConfig fields the grid sets itself, per checkpoint
 FT_OWN_KEYS = ("kb", "out", "model", "gguf_file", "paraphrases", "n_paraphrases", "qa", "qa_train_fraction",
@@ -92,6 +96,15 @@ class Experiment:
     qa_split: QuestionSplit | None = None  # set with qa: every arm scores the held-out part
     qa_practice: str | None = None  # practice questions (about other documents) ft-mix trains on, never scored
     qa_practice_chunks: str | None = None  # their documents: a chunks JSONL or a KB folder
+    # fine-tuning settings swept for every FT arm: ((key, (value, ...)), ...), sorted by key
+    sweep: tuple = ()
+
+    def budgets(self) -> list[dict]:
+        """Every combination of the swept settings ([{}] without a sweep), in a fixed order."""
+        import itertools
+
+        keys = [key for key, _ in self.sweep]
+        return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in self.sweep))]
 
     def task_metadata(self, role: str) -> dict:
         """The lm-eval metadata this experiment adds to the grid's for a cell of ``role``."""
@@ -330,7 +343,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         check.error(f"{where}.paraphrases", "n_paraphrases needs a paraphrases file")
     qa, qa_split = spec.get("qa"), None
     practice, practice_chunks = spec.get("qa_practice"), spec.get("qa_practice_chunks")
-    if any(a.trains_on_questions for a in known):
+    if any(a.uses_qa_data for a in known):
         if not qa and not practice:
             check.error(f"{where}.qa", "ft-mix / ft-raft arms need QA pairs to train on: a questions file to split "
                                        "(qa: FILE) and/or practice questions about other documents (qa_practice: "
@@ -362,16 +375,62 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
     merged_ft = {**finetune, **(spec.get("finetune") or {})}
     if spec.get("finetune"):  # the grid-wide block is checked once, by the caller
         _check_finetune(check, f"{where}.finetune", merged_ft)
+    sweep = _sweep(check, f"{where}.sweep", spec.get("sweep"), merged_ft, [a for a in known if a.fine_tuned])
+    if sweep and (not paraphrases or merged_ft.get("val_paraphrases", 1) < 1):
+        check.error(f"{where}.sweep", "the report compares arms at the budget with the lowest held-out paraphrase "
+                                      "loss, never on the scored questions: a sweep needs paraphrases: FILE and "
+                                      "val_paraphrases >= 1")
     merged_retrieval = {**retrieval, **check.keys(f"{where}.retrieval", spec.get("retrieval") or {}, RETRIEVAL_KEYS)}
     _check_retrieval(check, f"{where}.retrieval", merged_retrieval)
     return Experiment(
         name=name, title=str(spec.get("title") or name), tasks=tuple(tasks), arms=tuple(a.name for a in known), kb=kb,
         train_kb=train_kb,
         paraphrases=_path(base, paraphrases) if paraphrases else None, n_paraphrases=tuple(sorted(set(n_par))),
-        control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, retrieval=merged_retrieval,
+        control_tasks=tuple(spec.get("control_tasks") or ()), finetune=merged_ft, sweep=sweep,
+        retrieval=merged_retrieval,
         limit=spec.get("limit", limit), qa=_path(base, qa) if qa else None, qa_split=qa_split,
         qa_practice=_path(base, practice) if practice else None,
         qa_practice_chunks=_path(base, practice_chunks) if practice_chunks else None)
+
+
+def _sweep(check: _Checker, where: str, raw, finetune: dict, fine_tuned: list) -> tuple:
+    """``{KEY: [values]}`` -> ``((KEY, (values...)), ...)`` sorted by key; every combination is checked as the
+    FinetuneConfig it makes."""
+    import itertools
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        check.error(where, "expected a mapping of fine-tuning settings to lists of values, e.g. "
+                           "{learning_rate: [5.0e-5, 5.0e-4], epochs: [2, 4]}")
+        return ()
+    if not fine_tuned:
+        check.error(where, "a sweep varies fine-tuning settings; this experiment has no fine-tuned arm")
+        return ()
+    sweep, ok = [], True
+    for key in sorted(raw):
+        values = raw[key]
+        if not isinstance(values, list) or not values:
+            check.error(f"{where}.{key}", f"{values!r}: expected a non-empty list of values")
+            ok = False
+        elif len(set(map(repr, values))) != len(values):
+            check.error(f"{where}.{key}", f"{values!r}: a value is listed twice")
+            ok = False
+        else:
+            sweep.append((key, tuple(values)))
+    if not ok:
+        return ()
+    seen = set()
+    for values in itertools.product(*(v for _, v in sweep)):
+        combination = dict(zip((k for k, _ in sweep), values))
+        before = len(check.problems)
+        _check_finetune(check, where, {**finetune, **combination})
+        if len(check.problems) > before:  # one bad value: report it once, not once per combination
+            problem = check.problems.pop()
+            if problem not in seen:
+                seen.add(problem)
+                check.problems.append(problem)
+    return tuple(sweep)
 
 
 def _check_finetune(check: _Checker, where: str, settings: dict) -> None:
@@ -417,14 +476,15 @@ def _check_lm_eval(check: _Checker, where: str, settings: dict) -> None:
 
 def _check_retrieval(check: _Checker, where: str, settings: dict) -> None:
     from lm_eval_kinject.prompting import TEMPLATES
-    from lm_eval_kinject.retrieval import RetrieverConfig
 
     try:
-        RetrieverConfig.from_mapping(settings, where)
+        RetrieverConfig.from_mapping(settings, where).check_k(settings["k"], where="k")
     except ConfigError as error:
         check.error(where, str(error).removeprefix(f"{where}: "))
     k = settings["k"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         check.error(f"{where}.k", f"{k!r}: expected a positive integer")
+    if not isinstance(settings.get("query_with_options", False), bool):
+        check.error(f"{where}.query_with_options", f"{settings['query_with_options']!r}: expected true or false")
     if settings["template"] not in TEMPLATES:
         check.error(f"{where}.template", f"{settings['template']!r}: expected one of {', '.join(TEMPLATES)}")

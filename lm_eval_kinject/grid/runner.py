@@ -30,7 +30,7 @@ from lm_eval_kinject.run_folder import read_cell
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_grid", "GridRun", "cell_status", "check_tasks"]
+__all__ = ["run_grid", "GridRun", "cell_status", "check_tasks", "training_summary"]
 
 
 @dataclass
@@ -171,7 +171,8 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     lm = resources.model(cell)
     retrieval = dict(cell.retrieval)
     lm.set_retrieval(resources.kb(cell.kb) if cell.rag else None, k=retrieval.get("k", 3),
-                     retriever=RetrieverConfig.from_mapping(retrieval), template=retrieval.get("template", "plain"))
+                     retriever=RetrieverConfig.from_mapping(retrieval), template=retrieval.get("template", "plain"),
+                     query_with_options=bool(retrieval.get("query_with_options", False)))
     cache_before = Counter(getattr(lm, "prefix_cache_stats", {}))
     seed = config.seed
     out = simple_evaluate(model=lm, tasks=[cell.task], limit=cell.limit, log_samples=True, bootstrap_iters=0,
@@ -197,7 +198,24 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
     }
     if cell.rag:  # per question, so that a cell on a part of these questions can be read off this one
         result["per_question"]["gold_retrieved"] = [by_doc.get(s["doc_id"]) for s in samples]
+    if cell.checkpoint is not None:
+        result["training"] = training_summary(resources.out / "checkpoints" / cell.checkpoint.hash(config))
     return result, samples
+
+
+def training_summary(folder: Path) -> dict | None:
+    """A checkpoint's budget as the report draws it: training tokens (tokens per epoch x epochs), learning rate,
+    epochs and its last held-out paraphrase loss (None without paraphrases); None if the folder has no record."""
+    from lm_eval_kinject.finetune.outdir import RESULT_FILE
+
+    try:
+        meta = json.loads((Path(folder) / RESULT_FILE).read_text(encoding="utf-8"))
+        evals = meta["training"]["validation"]
+        return {"tokens": round(meta["data"]["train_tokens_per_epoch"] * (meta["training"]["epochs"] or 0)),
+                "epochs": meta["epochs"], "learning_rate": meta["learning_rate"],
+                "validation_loss": evals[-1]["eval_loss"] if evals else None}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def _derived(cell: Cell, config: GridConfig, out: Path) -> tuple[tuple[dict, list[dict]], str] | None:
@@ -226,27 +244,30 @@ def _write_cell(folder: Path, meta: dict, result: dict | None = None, samples: l
 
 
 def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_failed: bool = True,
-             models: list[str] | None = None) -> GridRun:
+             models: list[str] | None = None, experiments: list[str] | None = None) -> GridRun:
     """Run every unfinished cell of ``config`` under ``out`` (see the module docstring).
 
-    ``models``: run only these models' cells (one process per GPU, same ``out``); ``grid.json``
-    still lists every cell, so the report covers them all.
+    ``models``: run only these models' cells (one process per GPU, same ``out``); ``experiments``: only these
+    experiments' cells (the cheap ones first, say). ``grid.json`` still lists every cell, so the report covers
+    them all (the others as pending).
     """
     from tqdm import tqdm
 
     from lm_eval_kinject.errors import ConfigError, did_you_mean
 
-    for name in models or ():
-        if name not in config.models:
-            raise ConfigError(f"--models {name!r}: not a model of {config.path}{did_you_mean(name, config.models)}; "
-                              f"models: {', '.join(config.models)}")
+    for option, names, known in (("--models", models, config.models), ("--experiments", experiments,
+                                                                        config.experiments)):
+        for name in names or ():
+            if name not in known:
+                raise ConfigError(f"{option} {name!r}: not in {config.path}{did_you_mean(name, known)}; "
+                                  f"valid: {', '.join(known)}")
     check_models(config)
     check_tasks(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = expand(config)
     _write_grid_json(config, out, cells)
-    cells = [c for c in cells if not models or c.model in models]
+    cells = [c for c in cells if (not models or c.model in models) and (not experiments or c.experiment in experiments)]
     run, started = GridRun(out), time.perf_counter()
     todo = []
     for cell in cells:

@@ -4,6 +4,7 @@
     OUT/report.json          every cell (accuracy, interval, recall, forgetting) and every test
     OUT/table_EXPERIMENT.tex one LaTeX table per experiment;  OUT/cells.csv  one line per cell
     OUT/figure2.{png,svg}    OUT/figure4_EXPERIMENT.{png,svg}
+    OUT/budget_EXPERIMENT.{png,svg}   accuracy vs training tokens, for an experiment with a sweep
 
 ``check_expectations`` compares a report with a committed expectations file (the CI benchmark).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.artifacts import write_json_atomic, write_text_atomic as _write
 from lm_eval_kinject.errors import DataError
+from lm_eval_kinject.report.budget import budget_figure, budget_markdown, choose_budgets
 from lm_eval_kinject.report.figures import figure2, figure4
 from lm_eval_kinject.report.results import forgetting, load_entries
 from lm_eval_kinject.report.stats import known_unknown
@@ -37,7 +39,8 @@ class Report:
 
 
 def write_report(run: Path, out: Path, seed: int = 0) -> Report:
-    grid, entries = load_entries(Path(run), seed=seed)
+    grid, every_entry = load_entries(Path(run), seed=seed)
+    entries, choices = choose_budgets(every_entry)  # one budget per swept FT arm: the tables' and the tests'
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     experiments = grid["config"]["experiments"]
@@ -64,8 +67,13 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
             own.insert(1, f"\n*{trainers} also trained on practice questions about other documents "
                           f"(`{Path(practice).name}`), none of them scored; no scored question was a training QA "
                           "pair.*")
+        if note := budget_markdown(choices, name):
+            own += [note, ""]
         if known := known_markdown(entries, name, spec["title"]):
             own += [known, ""]
+        if paths := budget_figure(every_entry, choices, name, spec["title"], out):
+            files += paths
+            own += [f"![Accuracy vs fine-tuning budget: {spec['title']}]({paths[0].name})", ""]
         by_experiment[name] = own
         sections += own
         files.append(_write(out / f"table_{name}.tex", latex_table(entries, name, spec["title"])))
@@ -108,7 +116,12 @@ def write_report(run: Path, out: Path, seed: int = 0) -> Report:
         if e.role == "main" and (f := lost.get((e.experiment, e.model, e.arm))):
             item["forgetting"] = f
         cells.append(item)
-    write_json_atomic(out / "report.json", {"run": str(run), "seed": grid["seed"], "cells": cells, "tests": tests})
+    budgets = [{"experiment": c.experiment, "model": c.model, "arm": c.arm, "budget": c.budget,
+                "validation_loss": c.validation_loss, "tokens": c.tokens, "candidates": c.candidates} for c in choices]
+    swept = [{k: v for k, v in asdict(e).items() if k != "per_question"} for e in every_entry
+             if e.budget and e not in entries]
+    write_json_atomic(out / "report.json", {"run": str(run), "seed": grid["seed"], "cells": cells, "tests": tests,
+                                            "budget_choices": budgets, "other_budgets": swept})
     files.append(out / "report.json")
     return Report(out, files, cells, tests, len(failed), len(pending),
                   {name: "\n".join(own).strip() for name, own in by_experiment.items()})

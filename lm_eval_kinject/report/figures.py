@@ -30,18 +30,23 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
 
 
 def figure2(entries: list[Entry], experiments: list[str], out: Path) -> list[Path]:
-    """Box plot of each arm's accuracy over every (task, model) row of ``experiments``."""
+    """Box plot of each arm's accuracy over every (task, model) row of ``experiments``; with one row only, a bar
+    per arm with its 95 % bootstrap interval (a box of one point says nothing)."""
     plt = _pyplot()
     values: dict[str, list[float]] = {}
+    single: dict[str, Entry] = {}
     for experiment in experiments:
         _, rows = experiment_table(entries, experiment)
         for slot in rows.values():
             for label, e in slot.items():
                 if e.status == "done":
                     values.setdefault(label, []).append(e.acc)
+                    single[label] = e
     labels = sorted(values, key=lambda a: ARMS[a].order)
     if not labels:
         return []
+    if all(len(v) == 1 for v in values.values()):
+        return _figure2_bars(plt, [single[a] for a in labels], out)
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 1.5, 4))
     ax.boxplot([values[a] for a in labels], tick_labels=[ARMS[a].label for a in labels], showmeans=True)
     for i, a in enumerate(labels, 1):
@@ -49,6 +54,22 @@ def figure2(entries: list[Entry], experiments: list[str], out: Path) -> list[Pat
     n = max(len(v) for v in values.values())
     ax.set_ylabel("log-likelihood accuracy")
     ax.set_title(f"Every arm over the Table-1-style results (up to {n} task × model results per arm)")
+    ax.grid(axis="y", alpha=0.3)
+    paths = _save(fig, out, "figure2")
+    plt.close(fig)
+    return paths
+
+
+def _figure2_bars(plt, cells: list[Entry], out: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(1.3 * len(cells) + 1.5, 4))
+    xs = range(len(cells))
+    ax.bar(xs, [e.acc for e in cells], color=["tab:orange" if ARMS[e.label].rag else "tab:blue" for e in cells],
+           yerr=[[e.acc - e.ci[0] for e in cells], [e.ci[1] - e.acc for e in cells]], capsize=4)
+    ax.set_xticks(list(xs), [ARMS[e.label].label for e in cells], rotation=30, ha="right")
+    ax.set_ylabel("log-likelihood accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Every arm on {cells[0].alias or cells[0].task} · {cells[0].model} (n = {cells[0].n}; bars: 95 % "
+                 "bootstrap interval)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     paths = _save(fig, out, "figure2")
     plt.close(fig)

@@ -36,6 +36,9 @@ class Entry:
     k: int | None = None
     error: str | None = None
     per_question: dict = field(default_factory=dict)
+    budget: dict | None = None  # the swept fine-tuning settings of its checkpoint (grid sweep:)
+    training: dict | None = None  # its checkpoint's tokens, learning rate, epochs, held-out paraphrase loss
+    retriever: str | None = None  # +RAG cells: the retriever (with its reranker), e.g. "bm25", "oracle"
 
     @property
     def label(self) -> str:
@@ -58,13 +61,15 @@ def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
             logger.warning("report: %s; the cell is left out (kinject grid evaluates it again)", state.problem)
         entry = Entry(experiment=cell["experiment"], model=cell["model"], arm=cell["arm"], task=cell["task"],
                       role=cell["role"], status=state.status or "pending", hash=cell["hash"],
-                      n_paraphrases=cell.get("n_paraphrases"),
+                      n_paraphrases=cell.get("n_paraphrases"), budget=cell.get("budget"),
+                      retriever=_retriever_label(cell.get("retrieval")),
                       error=state.problem if state.status == "damaged" else (state.meta or {}).get("error"))
         if entry.status == "done":
             result = state.result
             entry.alias, entry.num_fewshot, entry.acc, entry.n = (result["alias"], result["num_fewshot"],
                                                                   result["acc"], result["n"])
             entry.per_question = result["per_question"]
+            entry.training = result.get("training")
             entry.ci = bootstrap_ci(entry.per_question["correct"], seed=seed)
             if result.get("retrieval"):
                 entry.recall, entry.k = result["retrieval"]["recall"], result["retrieval"]["k"]
@@ -80,6 +85,13 @@ def load_entries(run: Path, seed: int = 0) -> tuple[dict, list[Entry]]:
         e.alias = e.alias or aliases.get(e.task, e.task)
     entries.sort(key=lambda e: (e.experiment, e.row, _arm_rank(e.arm)))
     return grid, entries
+
+
+def _retriever_label(retrieval: dict | None) -> str | None:
+    if not retrieval:
+        return None
+    name = retrieval.get("retriever", "bm25")
+    return name + (f">{retrieval['rerank']}@{retrieval.get('rerank_depth', 10)}" if retrieval.get("rerank") else "")
 
 
 def _arm_rank(arm: str) -> tuple[int, int]:
