@@ -550,12 +550,14 @@ def grid_(config_file, out, check, no_retry, models, experiments) -> None:
 @click.option("--tolerance", type=click.FloatRange(min=0),
               help="Absolute tolerance for --expect [default: the file's own].")
 @click.option("--write-expectations", type=click.Path(path_type=Path), help="Write this run's key numbers here.")
-def report_(run, out, seed, expect, tolerance, write_expectations) -> None:
+@click.option("--experiments", default=None, help="Report only these experiments (comma-separated).")
+def report_(run, out, seed, expect, tolerance, write_expectations, experiments) -> None:
     """Tables (md, CSV, LaTeX), Figures 2 and 4 (PNG, SVG) and paired tests of a grid run."""
     from lm_eval_kinject.artifacts import write_json_atomic
     from lm_eval_kinject.report import check_expectations, expectations_of, write_report
 
-    report = write_report(run, out or run / "report", seed=seed)
+    report = write_report(run, out or run / "report", seed=seed,
+                          experiments=_names(experiments) if experiments else None)
     click.echo(f"{report.out}/report.md: {len(report.cells)} cells ({report.failed} failed, {report.pending} pending), "
                f"{len(report.tests)} paired tests")
     for path in report.files:

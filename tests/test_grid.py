@@ -299,6 +299,12 @@ def test_sweep_makes_one_cell_per_budget_chooses_on_validation_and_draws_the_fig
     assert "lowest held-out paraphrase loss" in text and "budget_ce.png" in text
     assert (tmp_path / "report" / "budget_ce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((tmp_path / "report" / "budget_ce.png").read_bytes()) > 10000
+    # the RAG cell of another experiment on the same task (the oracle) is a line in the figure, and a report can be
+    # limited to some experiments
+    only = write_report(tmp_path / "run", tmp_path / "oracle", experiments=["oracle"])
+    assert {c["experiment"] for c in only.cells} == {"oracle"} and not (tmp_path / "oracle" / "budget_ce.png").exists()
+    with pytest.raises(DataError, match=r"no experiment\(s\) \['orcale'\] in this run; it has ce, oracle"):
+        write_report(tmp_path / "run", tmp_path / "x", experiments=["orcale"])
     shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)
 
 

@@ -55,6 +55,8 @@ class Checkpoint:
                     "n_paraphrases": self.n_paraphrases,
                     "paraphrases": _source_identity(self.paraphrases) if self.paraphrases and self.n_paraphrases
                     else None, "settings": dict(self.settings), "seed": config.seed}
+        if self.paraphrases and not self.n_paraphrases:  # validation only (a sweep); absent otherwise: names kept
+            identity["validation_paraphrases"] = _source_identity(self.paraphrases)
         if self.qa:  # absent otherwise, so checkpoints made before mixed training keep their names
             identity["qa"] = {"questions": _source_identity(self.qa), "split": dict(self.qa_split)}
         if self.practice:
@@ -127,8 +129,9 @@ def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None, bud
     if not arm.fine_tuned:
         return None
     qa = arm.uses_qa_data
+    # a swept FT-reg reads the paraphrase file too, for its held-out paraphrases only: the budget's validation loss
     return Checkpoint(model=model, kb=experiment.train_kb or experiment.kb, n_paraphrases=n or 0,
-                      paraphrases=experiment.paraphrases if n else None,
+                      paraphrases=experiment.paraphrases if n or experiment.sweep else None,
                       settings=tuple(sorted({**experiment.finetune, **budget, **dict(arm.recipe)}.items())),
                       qa=experiment.qa if qa else None,
                       qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa and experiment.qa else (),

@@ -38,8 +38,17 @@ class Report:
     sections: dict = field(default_factory=dict)  # experiment -> its markdown (table, known vs unknown, tests)
 
 
-def write_report(run: Path, out: Path, seed: int = 0) -> Report:
+def write_report(run: Path, out: Path, seed: int = 0, experiments: list[str] | None = None) -> Report:
+    """Write the report of the grid run ``run`` into ``out``; ``experiments``: only these (default: all)."""
     grid, every_entry = load_entries(Path(run), seed=seed)
+    if experiments:
+        unknown = sorted(set(experiments) - set(grid["config"]["experiments"]))
+        if unknown:
+            raise DataError(f"{run}: no experiment(s) {unknown} in this run; it has "
+                            f"{', '.join(grid['config']['experiments'])}")
+        every_entry = [e for e in every_entry if e.experiment in experiments]
+        order = grid.get("experiment_order", sorted(grid["config"]["experiments"]))
+        grid = {**grid, "experiment_order": [n for n in order if n in experiments]}
     entries, choices = choose_budgets(every_entry)  # one budget per swept FT arm: the tables' and the tests'
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
