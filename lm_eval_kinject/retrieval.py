@@ -52,7 +52,7 @@ class RetrieverConfig:
     rerank_depth: int = DEFAULT_RERANK_DEPTH
     rerank_model: str = DEFAULT_RERANK_MODEL
 
-    # the mapping keys (grid retrieval: blocks, model_args) of each field, with their defaults
+    # mapping key (grid retrieval: blocks, model_args, CLI) -> field; absent keys take the defaults above
     KEYS = {"retriever": "name", "fusion_depth": "fusion_depth", "rrf_k": "rrf_k", "rerank": "rerank",
             "rerank_depth": "rerank_depth", "rerank_model": "rerank_model"}
 

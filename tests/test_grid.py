@@ -331,6 +331,25 @@ def test_sweep_needs_held_out_paraphrases_to_choose_on(tmp_path):
         _config(tmp_path, text)
 
 
+def test_retrieval_block_takes_the_query_and_the_reranker_and_runs_name_experiments(tmp_path):
+    from lm_eval_kinject.grid import run_grid
+    from lm_eval_kinject.grid.cells import expand
+
+    text = SWEEP.replace("retrieval: {retriever: oracle}", "retrieval: {query_with_options: true, rerank: lm, k: 2}")
+    config = _config(tmp_path, text)
+    (cell,) = [c for c in expand(config) if c.experiment == "oracle"]
+    assert dict(cell.retrieval) == {"retriever": "bm25", "k": 2, "template": "plain", "query_with_options": True,
+                                    "rerank": "lm"}
+    bad = SWEEP.replace("retrieval: {retriever: oracle}", "retrieval: {query_with_options: 1, rerank: lm, k: 20}")
+    with pytest.raises(ConfigError, match=r"2 problem\(s\)") as error:
+        _config(tmp_path, bad)
+    assert "experiments.oracle.retrieval: k=20: more than rerank_depth=10" in str(error.value)
+    assert "experiments.oracle.retrieval.query_with_options: 1: expected true or false" in str(error.value)
+    with pytest.raises(ConfigError, match=r"--experiments 'oracel': not in .*did you mean 'oracle'"):
+        run_grid(_config(tmp_path, SWEEP), tmp_path / "run", experiments=["oracel"])
+    assert not (tmp_path / "run").exists()
+
+
 def test_shipped_grid_configs_are_valid():
     from lm_eval_kinject.grid import load_grid_config
     from lm_eval_kinject.grid.cells import expand

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from kinject_testing import CURRENT_EVENTS_DIR, run_cli
+from kinject_testing import CURRENT_EVENTS_DIR, read_results, run_cli
 
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, ModelLoadError
@@ -196,3 +196,28 @@ def test_kb_search_and_eval_cli_take_rerankers(derna_kb, tmp_path):
     assert len(rows) == 4  # (no reranker, lm) x (question, options)
     assert any("| lm@3 | question | 1.000 |" in row for row in rows)
     assert any("| - | question | 0.000 |" in row for row in rows)
+
+
+def test_stock_lm_eval_cli_reranks_and_records_it(ce_kb, tmp_path):
+    """`lm_eval --model kinject-rag` with rerank= in model_args: the reranked chunks reach the prompt, the results'
+    provenance names the reranker, and the retrieval log holds the reranked order."""
+    log = tmp_path / "retrieval.jsonl"
+    out = run_cli(["lm_eval", "--model", "kinject-rag", "--model_args",
+                   f"kb={ce_kb.path},k=1,retriever=dense,rerank=lm,rerank_depth=3,retrieval_log={log}",
+                   "--tasks", "current_events_cloze", "--limit", "3", "--output_path", str(tmp_path / "out"),
+                   "--metadata", json.dumps({"current_events_dir": str(CURRENT_EVENTS_DIR)})])
+    assert out.returncode == 0, out.stderr[-3000:]
+    kinject = read_results(tmp_path / "out")["config"]["kinject"]  # lm-eval adds the model's get_model_info()
+    assert kinject["retriever_settings"] == {"retriever": "dense", "rerank": "lm", "rerank_depth": 3,
+                                             "rerank_model": "smollm2-135m"}
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["chunk_ids"]) == 1 for r in records)
+    # the logged chunk is the reranker's first choice among dense's top 3
+    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines()]
+    from lm_eval_kinject.rerank import build_reranker
+
+    retriever = build_retriever(ce_kb, RetrieverConfig("dense", rerank="lm", rerank_depth=3),
+                                reranker=build_reranker("lm"))
+    by_doc = {r["doc_id"]: r["chunk_ids"][0] for r in records}
+    hits = retriever.retrieve([questions[i]["question"] for i in sorted(by_doc)], 1)
+    assert [by_doc[i] for i in sorted(by_doc)] == list(hits.ids[:, 0])
