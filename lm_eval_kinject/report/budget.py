@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_eval_kinject.arms import ARMS, parse_arm
+from lm_eval_kinject.arms import ARMS, parse_arm, variant
 from lm_eval_kinject.report.results import Entry
 
 __all__ = ["Choice", "choose_budgets", "budget_markdown", "budget_figure"]
@@ -32,8 +32,7 @@ class Choice:
 
 def _checkpoint_key(e: Entry) -> tuple[str, str, str]:
     kind, n = parse_arm(e.arm)
-    stem = ARMS[kind.stem]
-    return e.experiment, e.model, (stem.name + (str(n) if n and stem.paraphrase_counts != "none" else ""))
+    return e.experiment, e.model, variant(ARMS[kind.stem], n)  # the checkpoint's variant: ft-par3+rag -> ft-par3
 
 
 def _budget_key(budget: dict | None) -> tuple:
