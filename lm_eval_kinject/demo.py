@@ -78,8 +78,8 @@ class DemoConfig:
             problems.append(f"k={self.k}: expected a positive integer")
         asking = [a for a in self.arms if a in ARMS and ARMS[a].uses_qa_data]
         if asking and not self.world.practice_events:
-            problems.append(f"--arms {','.join(asking)}: train on the QA pairs (ft-ctl: the documents) of practice "
-                            "events; "
+            what = "the QA pairs (ft-ctl: the documents)" if "ft-ctl" in asking else "the QA pairs"
+            problems.append(f"--arms {','.join(asking)}: train on {what} of practice events; "
                             "--practice-events 0 gives them none (use 4 or more)")
         if problems:
             raise ConfigError("kinject demo: " + "; ".join(problems))

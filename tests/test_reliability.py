@@ -240,7 +240,8 @@ def _campaign_cases(tmp_path, ce_kb):
           str(CURRENT_EVENTS_DIR / "questions.jsonl"), "--qa-practice-chunks", str(tmp_path / "nochunks.jsonl")],
          r"nochunks.jsonl: no such file or knowledge base \(qa_practice_chunks"),
         (["demo", "--out", str(tmp_path / "d"), "--practice-events", "0"],
-         r"--arms ft-raft,ft-raft\+rag: train on the QA pairs of practice events; --practice-events 0 gives them none"),
+         r"--arms ft-raft,ft-ctl,ft-raft\+rag: train on the QA pairs \(ft-ctl: the documents\) of practice events; "
+         r"--practice-events 0 gives them none"),
         (["demo", "--out", str(tmp_path / "d"), "--practice-events", "2"], r"practice_events=2: expected 0, or 4\.\.260"),
         (["paraphrase", str(ce_kb.path), "--out", str(tmp_path / "p.jsonl"), "--temperature", "-1", "--llm",
           "openai-compatible:http://127.0.0.1:9/v1,model=m"], r"--temperature must be in \[0, 2\], got -1"),
