@@ -53,23 +53,23 @@ def _timed(fn, repeats: int = 3, min_total_s: float = 2.0):
 
 
 def bench_bm25(shared: Path) -> dict:
-    from lm_eval_kinject.index.bm25 import BM25Config, bm25_tokenize, build_bm25, reference_bm25, search_bm25
+    from lm_eval_kinject.index.bm25 import BM25Config, BM25Index, bm25_tokenize, reference_bm25
 
     largest = max((shared / "kb").glob("*.jsonl"), key=lambda p: p.stat().st_size)
     texts, queries, config = _kb_texts(largest), _queries(shared), BM25Config()
-    index, reference = build_bm25(texts, config), reference_bm25(texts, config)
-    search_bm25(index, queries[:10], 10, config)  # warm-up
+    index, reference = BM25Index.build(texts, config), reference_bm25(texts, config)
+    index.search(queries[:10], 10)  # warm-up
     # best of 3 for each side: one bm25s pass over the 855 questions takes ~0.2 s, easily disturbed
-    fast_s, (positions, _) = _timed(lambda: search_bm25(index, queries, 10, config))
+    fast_s, (positions, _) = _timed(lambda: index.search(queries, 10))
     ref_s, ref_top = _timed(lambda: [np.argsort(-reference.get_scores(bm25_tokenize(q)), kind="stable")[:10]
                                      for q in queries])
     numba = {}
     if importlib.util.find_spec("numba"):
-        numba_config = BM25Config(backend="numba")
+        numba_index = BM25Index(index.index, BM25Config(backend="numba"))  # the same index, searched by numba
         start = time.perf_counter()
-        search_bm25(index, queries[:10], 10, numba_config)  # JIT compilation, once per process
+        numba_index.search(queries[:10], 10)  # JIT compilation, once per process
         numba["jit_s"] = time.perf_counter() - start
-        numba_s, (numba_positions, _) = _timed(lambda: search_bm25(index, queries, 10, numba_config))
+        numba_s, (numba_positions, _) = _timed(lambda: numba_index.search(queries, 10))
         numba["qps"] = len(queries) / numba_s
         numba["top10_overlap_with_numpy"] = _overlap(numba_positions, positions)
     return {"corpus": largest.name, "chunks": len(texts), "queries": len(queries), "bm25s_qps": len(queries) / fast_s,
@@ -127,21 +127,23 @@ def bench_hnsw(shared: Path, minimum: int, ms: tuple[int, ...], efs: tuple[int, 
                constructions: tuple[int, ...] = (200,)) -> dict:
     """Exact search (our BLAS path) against HNSW at each graph degree M and search beam ef_search, on the same
     vectors and queries (every MMLU question of the five subjects); recall@10 against the exact top-10."""
-    from lm_eval_kinject.index.dense import DenseConfig, build_hnsw, embed, load_embedder, search_dense
+    from lm_eval_kinject.index.dense import DenseConfig, DenseIndex, embed, load_embedder
 
     vectors = _sentence_vectors(_hnsw_texts(shared, minimum))
     queries = embed(load_embedder("all-MiniLM-L6-v2"), _queries(shared), batch_size=128)
-    exact_s, (exact, _) = _timed(lambda: search_dense(vectors, queries, 10))
+    exact_index = DenseIndex(vectors, DenseConfig())  # no graph: exact search
+    exact_s, (exact, _) = _timed(lambda: exact_index.search(queries, 10))
     rows, default, default_index = [], DenseConfig(), None
     for m, construction in ((m, c) for m in ms for c in constructions):
-        config = DenseConfig(hnsw_m=m, hnsw_ef_construction=construction)
+        config = DenseConfig(hnsw_m=m, hnsw_ef_construction=construction, exact_below=0)
         start = time.perf_counter()
-        index = build_hnsw(vectors, config)
+        index = DenseIndex.build(vectors, config)
         build_s = time.perf_counter() - start
         if (m, construction) == (default.hnsw_m, default.hnsw_ef_construction):
             default_index = index
         for ef in efs:
-            approx_s, (approx, _) = _timed(lambda: search_dense(vectors, queries, 10, hnsw=index, ef_search=ef))
+            searched = DenseIndex(vectors, DenseConfig(hnsw_ef_search=ef), index.hnsw)
+            approx_s, (approx, _) = _timed(lambda: searched.search(queries, 10))
             recall = _overlap(approx, exact)
             rows.append({"M": m, "ef_construction": config.hnsw_ef_construction, "ef_search": ef, "build_s": build_s,
                          "hnsw_qps": len(queries) / approx_s, "speedup": exact_s / approx_s, "recall_at_10": recall})
@@ -152,20 +154,20 @@ def bench_hnsw(shared: Path, minimum: int, ms: tuple[int, ...], efs: tuple[int, 
                    == (default.hnsw_m, default.hnsw_ef_construction, default.hnsw_ef_search)), None)
     return {"vectors": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "queries": len(queries),
             "exact_qps": len(queries) / exact_s, "sweep": rows, "default": chosen,
-            "one_at_a_time": _one_at_a_time(vectors, queries[:200], default_index or build_hnsw(vectors, default),
-                                            default)}
+            "one_at_a_time": _one_at_a_time(vectors, queries[:200], default_index or DenseIndex.build(
+                vectors, DenseConfig(exact_below=0)))}
 
 
-def _one_at_a_time(vectors: np.ndarray, queries: np.ndarray, index, config) -> dict:
+def _one_at_a_time(vectors: np.ndarray, queries: np.ndarray, index) -> dict:
     """Queries/s with one query per call (``kinject kb search``, an interactive user): exact search is then
     a matrix-vector product that streams every vector from memory for each query."""
-    from lm_eval_kinject.index.dense import search_dense
+    from lm_eval_kinject.index.dense import DenseConfig, DenseIndex
 
-    def each(**kwargs):
-        return [search_dense(vectors, q[None], 10, **kwargs)[0][0] for q in queries]
+    def each(searched):
+        return [searched.search(q[None], 10)[0][0] for q in queries]
 
-    exact_s, exact = _timed(each)
-    approx_s, approx = _timed(lambda: each(hnsw=index, ef_search=config.hnsw_ef_search))
+    exact_s, exact = _timed(lambda: each(DenseIndex(vectors, DenseConfig())))
+    approx_s, approx = _timed(lambda: each(index))
     return {"queries": len(queries), "exact_qps": len(queries) / exact_s, "hnsw_qps": len(queries) / approx_s,
             "speedup": exact_s / approx_s, "recall_at_10": _overlap(approx, exact)}
 

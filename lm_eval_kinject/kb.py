@@ -24,8 +24,8 @@ from lm_eval_kinject.artifacts import atomic_dir, library_versions, sha256_file
 from lm_eval_kinject.chunking import Chunk, ChunkConfig, chunk_documents
 from lm_eval_kinject.corpus import Document
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
-from lm_eval_kinject.index.bm25 import BM25Config, build_bm25, load_bm25, save_bm25
-from lm_eval_kinject.index.dense import DenseConfig, build_hnsw, embed, load_embedder, load_hnsw
+from lm_eval_kinject.index.bm25 import BM25Config, BM25Index
+from lm_eval_kinject.index.dense import DenseConfig, DenseIndex, embed, load_embedder
 from lm_eval_kinject.records import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -47,17 +47,35 @@ class KBConfig:
     # while questions name it ("During Hurricane Otis, ...").
     index_title: bool = True
 
-    @classmethod
-    def from_options(cls, chunk_tokens=None, overlap=None, tokenizer=None, embedder=None, exact_below=None,
-                     seed=None, hnsw_m=None, hnsw_ef_construction=None, hnsw_ef_search=None) -> KBConfig:
-        """The settings ``kinject kb build`` and grid configs name (None: the default)."""
-        def given(**values):
-            return {k: v for k, v in values.items() if v is not None}
+    # option (``kinject kb build`` flags, grid ``knowledge_bases:`` blocks) -> (part, field); absent or None: the
+    # part's default, written once on its dataclass
+    OPTIONS = {"chunk_tokens": ("chunk", "chunk_tokens"), "overlap": ("chunk", "overlap_tokens"),
+               "tokenizer": ("chunk", "tokenizer"), "embedder": ("dense", "embedder"),
+               "exact_below": ("dense", "exact_below"), "seed": ("dense", "seed"), "hnsw_m": ("dense", "hnsw_m"),
+               "hnsw_ef_construction": ("dense", "hnsw_ef_construction"),
+               "hnsw_ef_search": ("dense", "hnsw_ef_search")}
 
-        return cls(chunk=ChunkConfig(**given(chunk_tokens=chunk_tokens, overlap_tokens=overlap, tokenizer=tokenizer)),
-                   dense=DenseConfig(**given(embedder=embedder, exact_below=exact_below, seed=seed, hnsw_m=hnsw_m,
-                                             hnsw_ef_construction=hnsw_ef_construction,
-                                             hnsw_ef_search=hnsw_ef_search)))
+    @classmethod
+    def from_options(cls, **options) -> KBConfig:
+        """The config the named ``options`` (:attr:`OPTIONS`) give; None leaves a setting at its default.
+
+        Raises:
+            ConfigError: an unknown option, or a bad value (the part's own check).
+        """
+        from lm_eval_kinject.errors import did_you_mean
+
+        parts: dict[str, dict] = {"chunk": {}, "dense": {}}
+        for key, value in options.items():
+            if key not in cls.OPTIONS:
+                raise ConfigError(f"{key}: unknown knowledge-base setting{did_you_mean(key, cls.OPTIONS)}; valid: "
+                                  f"{', '.join(cls.OPTIONS)}")
+            if value is not None:
+                part, name = cls.OPTIONS[key]
+                parts[part][name] = value
+        try:
+            return cls(chunk=ChunkConfig(**parts["chunk"]), dense=DenseConfig(**parts["dense"]))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
 
 
 def is_kb(path: Path) -> bool:
@@ -112,17 +130,15 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
     texts = _index_texts(chunks, config.index_title)
     logger.info("embedding %d chunks with %s", len(chunks), config.dense.embedder)
     vectors = embed(embedder, texts, config.dense.batch_size, show_progress=show_progress)
-    bm25 = build_bm25(texts, config.bm25, show_progress=show_progress)
-    hnsw = build_hnsw(vectors, config.dense) if len(chunks) >= config.dense.exact_below else None
+    bm25 = BM25Index.build(texts, config.bm25, show_progress=show_progress)
+    dense = DenseIndex.build(vectors, config.dense)
 
     with atomic_dir(out) as tmp:
         with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
             for chunk in chunks:
                 fh.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
-        np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
-        save_bm25(bm25, tmp / "bm25")
-        if hnsw is not None:
-            hnsw.save_index(str(tmp / "hnsw.bin"))
+        dense.save(tmp)
+        bm25.save(tmp / "bm25")
         manifest = {
             "format_version": FORMAT_VERSION, "kinject_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -131,7 +147,7 @@ def build_kb(documents: Iterable[Document], out: Path, config: KBConfig = KBConf
             "chunking": config.chunk.to_dict(), "tokenizer": tokenizer_name, "index_title": config.index_title,
             "embedder": {"name": config.dense.embedder, "dimension": int(vectors.shape[1]), "normalized": True,
                          "max_seq_length": int(getattr(embedder, "max_seq_length", 0) or 0)},
-            "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": hnsw is not None,
+            "bm25": config.bm25.to_dict(), "dense": config.dense.to_dict(), "hnsw": dense.hnsw is not None,
             "counts": asdict(stats), "libraries": library_versions(
                 ("bm25s", "hnswlib", "sentence-transformers", "transformers", "torch", "numpy", "lm-eval")),
             "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
@@ -160,7 +176,7 @@ class KnowledgeBase:
         self._ids = np.array([c.chunk_id for c in chunks], dtype=object)
         self.bm25_config = _manifest_block(BM25Config, manifest, "bm25", path)
         self.dense_config = _manifest_block(DenseConfig, manifest, "dense", path)
-        self._embedder, self._bm25, self._hnsw, self._embeddings = embedder, None, None, None
+        self._embedder, self._bm25, self._dense = embedder, None, None
 
     @classmethod
     def load(cls, path: Path, embedder=None, embedder_name: str | None = None,
@@ -205,23 +221,16 @@ class KnowledgeBase:
         return chunk_id in self._positions
 
     @property
-    def bm25(self):
+    def bm25(self) -> BM25Index:
         if self._bm25 is None:
-            self._bm25 = load_bm25(self.path / "bm25")
+            self._bm25 = BM25Index.load(self.path / "bm25", self.bm25_config)
         return self._bm25
 
     @property
-    def embeddings(self) -> np.ndarray:
-        if self._embeddings is None:
-            self._embeddings = np.load(self.path / "embeddings.npy", allow_pickle=False)
-        return self._embeddings
-
-    @property
-    def hnsw(self):
-        if self._hnsw is None and self.manifest["hnsw"]:
-            self._hnsw = load_hnsw(self.path / "hnsw.bin", self.manifest["embedder"]["dimension"], len(self),
-                                   self.dense_config)
-        return self._hnsw
+    def dense(self) -> DenseIndex:
+        if self._dense is None:
+            self._dense = DenseIndex.load(self.path, self.dense_config, with_hnsw=self.manifest["hnsw"])
+        return self._dense
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         if self._embedder is None:
@@ -255,16 +264,15 @@ def _check_consistent(path: Path, manifest: dict, chunks: list[Chunk]) -> None:
     damaged = "; the KB is damaged, rebuild it (kinject kb verify checks every file)"
     counts = {"chunks.jsonl": len(chunks), f"{MANIFEST} counts.chunks": manifest["counts"]["chunks"]}
     try:
-        embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-        counts["embeddings.npy rows"] = int(embeddings.shape[0])
-        params = json.loads((path / "bm25" / "params.index.json").read_text(encoding="utf-8"))
-        counts["bm25 documents"] = int(params["num_docs"])
+        shape = DenseIndex.shape(path)
+        counts[f"{DenseIndex.VECTORS} rows"] = int(shape[0])
+        counts["bm25 documents"] = BM25Index.count(path / "bm25")
     except (OSError, ValueError, KeyError) as error:
         raise KinjectError(f"{path}: cannot read its indexes ({type(error).__name__}: {error}){damaged}") from None
     if len(set(counts.values())) > 1:
         raise KinjectError(f"{path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" disagree{damaged}")
-    if embeddings.ndim != 2 or embeddings.shape[1] != manifest["embedder"]["dimension"]:
-        raise KinjectError(f"{path}: embeddings.npy has shape {embeddings.shape}, expected (n, "
+    if len(shape) != 2 or shape[1] != manifest["embedder"]["dimension"]:
+        raise KinjectError(f"{path}: {DenseIndex.VECTORS} has shape {shape}, expected (n, "
                            f"{manifest['embedder']['dimension']}){damaged}")
     if _fingerprint(chunks) != manifest["fingerprint"]:
         raise KinjectError(f"{path}: chunks.jsonl does not match the manifest's fingerprint (a chunk was edited, "

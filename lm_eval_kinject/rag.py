@@ -152,7 +152,7 @@ class Augmenter:
     def __init__(self, config: RAGConfig, kb=None, model: str = "kinject-rag") -> None:
         """``kb``: an already loaded KnowledgeBase to use instead of loading ``config.kb``."""
         from lm_eval_kinject.kb import KnowledgeBase
-        from lm_eval_kinject.retrieval import build_retriever
+        from lm_eval_kinject.retrieval import RETRIEVERS, build_retriever
 
         self.config, self.model = config, model
         self.template = check_template(config.template)
@@ -164,7 +164,7 @@ class Augmenter:
             return
         self.kb = kb if kb is not None and not isinstance(kb, (str, Path)) else KnowledgeBase.load(config.kb)
         self.retriever = build_retriever(self.kb, config.retriever)
-        if config.retriever.name in ("dense", "hybrid"):
+        if RETRIEVERS[config.retriever.name].needs_embedder:
             self.kb.embed_queries(["load the embedder now"])  # an embedder missing offline fails here
         logger.info("%s: kb=%s (%d chunks), retriever=%s, k=%d", model, self.kb.path, len(self.kb),
                     config.retriever.name, config.k)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -27,13 +27,9 @@ from lm_eval_kinject.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RERANKERS", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_MODEL", "Reranker", "ScoreCache", "parse_rerank",
+__all__ = ["RERANKERS", "RerankerSpec", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_MODEL", "Reranker", "ScoreCache", "parse_rerank",
            "build_reranker", "LMReranker", "CrossEncoderReranker", "UPR_PROMPT"]
 
-RERANKERS = {
-    "lm": "query likelihood log P(query | passage) under a causal LM (UPR); rerank_model picks the LM",
-    "cross-encoder": "a sentence-transformers CrossEncoder: cross-encoder:<local folder or Hub id>",
-}
 # Depth 10: recall@10 of every first stage on current_events_v2 is the ceiling reranking can reach (README);
 # deeper costs linearly more LM passes for little more recall.
 DEFAULT_RERANK_DEPTH = 10
@@ -59,10 +55,11 @@ def parse_rerank(value: str | None) -> tuple[str, str | None] | None:
     if kind not in RERANKERS:
         raise ConfigError(f"rerank={value!r}: unknown reranker{did_you_mean(kind, RERANKERS)}; valid: lm, "
                           "cross-encoder:<local folder or Hub id>")
-    if kind == "cross-encoder" and not target:
-        raise ConfigError(f"rerank={value!r}: name the cross-encoder model: cross-encoder:<local folder or Hub id>")
-    if kind == "lm" and target:
-        raise ConfigError(f"rerank={value!r}: the lm reranker takes its model from rerank_model=, not after a colon")
+    if RERANKERS[kind].needs_target and not target:
+        raise ConfigError(f"rerank={value!r}: name the {kind} model: {kind}:<local folder or Hub id>")
+    if not RERANKERS[kind].needs_target and target:
+        raise ConfigError(f"rerank={value!r}: the {kind} reranker takes its model from rerank_model=, not after a "
+                          "colon")
     return kind, target or None
 
 
@@ -239,13 +236,34 @@ class CrossEncoderReranker:
         return scores
 
 
+@dataclass(frozen=True)
+class RerankerSpec:
+    """One registry entry: what the reranker is, how to load it (``load(target, rerank_model)``), which
+    ``RetrieverConfig`` settings it reads (their defaults are written there, once) and whether it needs a target
+    after a colon (``cross-encoder:<model>``)."""
+
+    description: str
+    load: Callable[[str | None, str], Reranker]
+    settings: tuple[str, ...] = ("rerank_depth",)
+    needs_target: bool = False
+
+
+RERANKERS: dict[str, RerankerSpec] = {
+    "lm": RerankerSpec("query likelihood log P(query | passage) under a causal LM (UPR); rerank_model picks the LM",
+                       lambda target, rerank_model: LMReranker.load(rerank_model),
+                       settings=("rerank_depth", "rerank_model")),
+    "cross-encoder": RerankerSpec("a sentence-transformers CrossEncoder: cross-encoder:<local folder or Hub id>",
+                                  lambda target, rerank_model: CrossEncoderReranker.load(target), needs_target=True),
+}
+
 _LOADED: dict[tuple, Reranker] = {}  # one loaded model per process and setting: a grid's cells share it
 
 
 def build_reranker(rerank: str, rerank_model: str = DEFAULT_RERANK_MODEL) -> Reranker:
     """The reranker ``rerank`` names (``lm`` or ``cross-encoder:<model>``), loaded once per process."""
     kind, target = parse_rerank(rerank)
-    key = (kind, target if kind == "cross-encoder" else rerank_model)
+    spec = RERANKERS[kind]
+    key = (kind, target, rerank_model if "rerank_model" in spec.settings else None)
     if key not in _LOADED:
-        _LOADED[key] = LMReranker.load(rerank_model) if kind == "lm" else CrossEncoderReranker.load(target)
+        _LOADED[key] = spec.load(target, rerank_model)
     return _LOADED[key]

@@ -1,19 +1,24 @@
 """Retrievers over a knowledge base (BM25, dense, hybrid by reciprocal rank fusion, the oracle), their
 one registry and config, and their metrics.
 
+Retrievers compose, none subclasses another: :class:`RankingRetriever` turns a ranking function of an index
+(``kb.bm25.search``, ``kb.dense.search``, or their fusion) into chunk ids, :class:`RerankedRetriever` wraps
+any retriever with a reranker (:mod:`lm_eval_kinject.rerank`).
+
 Every retriever answers a batch of queries with :class:`Hits`: chunk ids and scores of shape
 ``(n_queries, k)``, best first. ``k`` larger than the knowledge base returns every chunk. The
 oracle answers with each query's gold chunk (``gold=``): the upper bound of retrieval.
 
-:data:`RETRIEVERS` (names and what they are), :data:`DEFAULT_RETRIEVER` and
-:class:`RetrieverConfig` (name + hybrid settings) are the one place every entry point reads:
+:data:`RETRIEVERS` (one :class:`RetrieverSpec` per name: what it is, how it is built from a KB, which
+settings it reads, whether it embeds queries), :data:`DEFAULT_RETRIEVER` and :class:`RetrieverConfig`
+(the settings and their defaults, written once) are the one place every entry point reads:
 ``kinject kb search``, the lm-eval models' ``retriever=`` / ``fusion_depth=`` / ``rrf_k=``
 arguments, grid configs' ``retrieval:`` block and the demo.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -23,17 +28,23 @@ from lm_eval_kinject.rerank import DEFAULT_RERANK_DEPTH, DEFAULT_RERANK_MODEL
 if TYPE_CHECKING:
     from lm_eval_kinject.kb import KnowledgeBase
 
-__all__ = ["Hits", "Retriever", "RETRIEVERS", "SEARCH_RETRIEVERS", "DEFAULT_RETRIEVER", "RetrieverConfig",
-           "build_retriever", "RerankedRetriever", "reciprocal_rank_fusion", "recall_at_k", "mean_reciprocal_rank",
-           "check_queries", "compose_query"]
+__all__ = ["Hits", "Retriever", "RetrieverSpec", "RETRIEVERS", "SEARCH_RETRIEVERS", "DEFAULT_RETRIEVER",
+           "RetrieverConfig", "RankingRetriever", "RerankedRetriever", "build_retriever", "reciprocal_rank_fusion",
+           "recall_at_k", "mean_reciprocal_rank", "check_queries", "compose_query"]
 
-RETRIEVERS = {
-    "bm25": "lexical BM25 (bm25s)",
-    "dense": "cosine similarity of the KB's embedder (exact, or HNSW above exact_below chunks)",
-    "hybrid": "reciprocal rank fusion of BM25 and dense, each ranked to fusion_depth",
-    "oracle": "each question's gold chunk (its chunk_id): the upper bound of retrieval",
-}
-SEARCH_RETRIEVERS = ("bm25", "dense", "hybrid")  # the ones that search (the oracle is told the answer)
+
+@dataclass(frozen=True)
+class RetrieverSpec:
+    """One registry entry: what the retriever is, how to build it, which :class:`RetrieverConfig` settings it
+    reads (their defaults live on the config, once) and what it needs."""
+
+    description: str
+    build: Callable[[KnowledgeBase, RetrieverConfig], Retriever]
+    settings: tuple[str, ...] = ()
+    searches: bool = True  # False: the oracle is told the answer
+    needs_embedder: bool = False  # queries are embedded by the KB's embedder
+
+
 # Measured on the current-events sample, RAG accuracy at k = 1 (README): BM25 0.833, hybrid 0.750, dense 0.619;
 # recall@1 0.893 / 0.821 / 0.631. Short factual questions share their rare words with the passage.
 DEFAULT_RETRIEVER = "bm25"
@@ -100,12 +111,12 @@ class RetrieverConfig:
     def to_dict(self) -> dict:
         """The settings that decide what is retrieved (hybrid's only for hybrid, the reranker's only when set)."""
         out = {"retriever": self.name}
-        if self.name == "hybrid":
-            out.update(fusion_depth=self.fusion_depth, rrf_k=self.rrf_k)
+        out.update({key: getattr(self, key) for key in RETRIEVERS[self.name].settings})
         if self.rerank:
-            out.update(rerank=self.rerank, rerank_depth=self.rerank_depth)
-            if self.rerank == "lm":
-                out["rerank_model"] = self.rerank_model
+            from lm_eval_kinject.rerank import RERANKERS, parse_rerank
+
+            out["rerank"] = self.rerank
+            out.update({key: getattr(self, key) for key in RERANKERS[parse_rerank(self.rerank)[0]].settings})
         return out
 
     def label(self) -> str:
@@ -184,48 +195,34 @@ def mean_reciprocal_rank(ids: np.ndarray, gold: list[str]) -> float:
     return float(np.mean(reciprocal))
 
 
-class BM25Retriever:
-    name = "bm25"
+class RankingRetriever:
+    """A retriever from a ranking function ``rank(queries, k) -> (positions, scores)`` over a KB's chunks:
+    the one place positions become chunk ids."""
 
-    def __init__(self, kb: KnowledgeBase) -> None:
-        self.kb = kb
-
-    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` chunk positions and scores, ``(n_queries, k)``."""
-        from lm_eval_kinject.index.bm25 import search_bm25
-
-        return search_bm25(self.kb.bm25, queries, min(k, len(self.kb)), self.kb.bm25_config)
+    def __init__(self, kb: KnowledgeBase, name: str, rank: Callable[[list[str], int], tuple]) -> None:
+        self.kb, self.name, self.rank = kb, name, rank
 
     def retrieve(self, queries: list[str], k: int, gold: list[str | None] | None = None) -> Hits:
         check_queries(queries, k)
-        positions, scores = self.rank(queries, k)
+        positions, scores = self.rank(queries, min(k, len(self.kb)))
         return Hits(self.kb.ids_of(positions), scores)
 
 
-class DenseRetriever(BM25Retriever):
-    name = "dense"
-
-    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        from lm_eval_kinject.index.dense import search_dense
-
-        return search_dense(self.kb.embeddings, self.kb.embed_queries(queries), k, hnsw=self.kb.hnsw,
-                            ef_search=self.kb.dense_config.hnsw_ef_search)
+def bm25_ranking(kb: KnowledgeBase) -> Callable[[list[str], int], tuple]:
+    return kb.bm25.search
 
 
-class HybridRetriever(BM25Retriever):
-    """Reciprocal rank fusion of the BM25 and dense rankings, each taken to ``depth``."""
+def dense_ranking(kb: KnowledgeBase) -> Callable[[list[str], int], tuple]:
+    return lambda queries, k: kb.dense.search(kb.embed_queries(queries), k)
 
-    name = "hybrid"
 
-    def __init__(self, kb: KnowledgeBase, depth: int = 100, rrf_k: int = 60) -> None:
-        super().__init__(kb)
-        self.depth, self.rrf_k = depth, rrf_k
-        self.parts = (BM25Retriever(kb), DenseRetriever(kb))
+def fused_ranking(rankings: list[Callable], depth: int, rrf_k: int, size: int) -> Callable[[list[str], int], tuple]:
+    """Reciprocal rank fusion of ``rankings``, each taken to ``depth`` (at least ``k``) of ``size`` chunks."""
+    def rank(queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        deep = min(max(depth, k), size)
+        return reciprocal_rank_fusion([ranking(queries, deep)[0] for ranking in rankings], k, rrf_k)
 
-    def rank(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        depth = min(max(self.depth, k), len(self.kb))
-        rankings = [part.rank(queries, depth)[0] for part in self.parts]
-        return reciprocal_rank_fusion(rankings, min(k, len(self.kb)), self.rrf_k)
+    return rank
 
 
 class OracleRetriever:
@@ -270,6 +267,21 @@ class RerankedRetriever:
         return Hits(ids, out)
 
 
+RETRIEVERS: dict[str, RetrieverSpec] = {
+    "bm25": RetrieverSpec("lexical BM25 (bm25s)", lambda kb, c: RankingRetriever(kb, "bm25", bm25_ranking(kb))),
+    "dense": RetrieverSpec("cosine similarity of the KB's embedder (exact, or HNSW above exact_below chunks)",
+                           lambda kb, c: RankingRetriever(kb, "dense", dense_ranking(kb)), needs_embedder=True),
+    "hybrid": RetrieverSpec(
+        "reciprocal rank fusion of BM25 and dense, each ranked to fusion_depth",
+        lambda kb, c: RankingRetriever(kb, "hybrid", fused_ranking([bm25_ranking(kb), dense_ranking(kb)],
+                                                                   c.fusion_depth, c.rrf_k, len(kb))),
+        settings=("fusion_depth", "rrf_k"), needs_embedder=True),
+    "oracle": RetrieverSpec("each question's gold chunk (its chunk_id): the upper bound of retrieval",
+                            lambda kb, c: OracleRetriever(kb), searches=False),
+}
+SEARCH_RETRIEVERS = tuple(name for name, spec in RETRIEVERS.items() if spec.searches)
+
+
 def build_retriever(kb: KnowledgeBase, config: RetrieverConfig | str = RetrieverConfig(), reranker=None) -> Retriever:
     """The retriever ``config`` names, over ``kb``, with its reranker when ``config.rerank`` is set.
 
@@ -277,10 +289,7 @@ def build_retriever(kb: KnowledgeBase, config: RetrieverConfig | str = Retriever
     """
     if isinstance(config, str):
         config = RetrieverConfig(config)
-    if config.name == "hybrid":
-        first = HybridRetriever(kb, config.fusion_depth, config.rrf_k)
-    else:
-        first = {"bm25": BM25Retriever, "dense": DenseRetriever, "oracle": OracleRetriever}[config.name](kb)
+    first = RETRIEVERS[config.name].build(kb, config)
     if not config.rerank:
         return first
     if reranker is None:

@@ -83,6 +83,38 @@ def test_training_kb_options_are_checked(tmp_path):
     assert f"knowledge_bases.asked.only_chunks_of: {SHARED_DATA}/nowhere.jsonl: no such questions file" in message
 
 
+def test_a_kb_setting_is_checked_by_the_kbs_own_config(tmp_path):
+    bad = TINY.replace('current_events: {sources: ["${data}/current_events_sample/chunks.jsonl"]}',
+                       'current_events: {sources: ["${data}/current_events_sample/chunks.jsonl"], chunk_tokns: 64, '
+                       'hnsw_m: 0}')
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, bad)
+    assert ("knowledge_bases.current_events: unknown key 'chunk_tokns' (did you mean 'chunk_tokens'?)"
+            in str(error.value)), str(error.value)
+    fixed = bad.replace("chunk_tokns: 64, ", "")
+    with pytest.raises(ConfigError, match=r"knowledge_bases.current_events: hnsw_m=0: expected a positive integer"):
+        _config(tmp_path, fixed)
+
+
+def test_cells_know_their_data_by_content_not_by_path_or_time(tmp_path):
+    """A copy of the data elsewhere, with a new modification time, keeps the KB's (and so every cell's) key; an
+    edited file changes it."""
+    import os
+
+    from lm_eval_kinject.grid.cells import kb_hash
+
+    source = SHARED_DATA / "current_events_sample" / "chunks.jsonl"
+    hashes = []
+    for name, text in (("a", source.read_text()), ("b", source.read_text()), ("c", source.read_text() + "\n")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "chunks.jsonl").write_text(text)
+        os.utime(folder / "chunks.jsonl", (1_000_000 * len(hashes), 1_000_000 * len(hashes)))
+        config = TINY.replace('["${data}/current_events_sample/chunks.jsonl"]}', f'["{folder}/chunks.jsonl"]}}')
+        hashes.append(kb_hash(_config(folder, config), "current_events"))
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
 @pytest.mark.parametrize("block,expected", [
     ("{limit: eight}", "lm_eval.limit: 'eight': expected a positive number of questions"),
     ("{limit: -3}", "lm_eval.limit: -3: expected a positive number of questions"),
@@ -212,6 +244,20 @@ def test_report_tables_figures_tests_and_expectations(tiny_run, tmp_path):
     path.write_text(json.dumps(expectations))
     (problem,) = check_expectations(report, path)
     assert key in problem and "expected" in problem
+
+
+def test_the_smallest_significant_gap_is_where_mcnemar_crosses_005():
+    from scipy.stats import binomtest
+
+    from lm_eval_kinject.report.stats import mcnemar, significant_gap
+
+    for discordant in (6, 7, 24, 25, 100):
+        gap = significant_gap(discordant)
+        assert binomtest((discordant + gap) // 2, discordant, 0.5).pvalue < 0.05
+        assert binomtest((discordant + gap) // 2 - 1, discordant, 0.5).pvalue >= 0.05  # one question less: not
+    assert significant_gap(5) is None and significant_gap(0) is None  # too few to ever reach p < 0.05
+    test = mcnemar([1] * 17 + [0] * 7 + [1] * 100, [0] * 17 + [1] * 7 + [1] * 100)
+    assert (test["only_a"], test["only_b"], test["significant_gap"]) == (17, 7, 12) and test["p_value"] > 0.05
 
 
 def test_report_refuses_folders_without_results(tmp_path):
@@ -360,8 +406,10 @@ def test_shipped_grid_configs_are_valid():
         sizes[name] = len(expand(config))
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
     # current_events: 7 retrieval cells + base, base+rag, 8 FT arms x 6 budgets, 4 FT checkpoints x 6 budgets + base
-    # on the control task = 82
-    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 82}
+    # on the control task = 82; injection_cpu lists 9 of them again (one budget of two arms and base), the same cells: 91
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 91}
+    config = load_grid_config(REPO / "configs" / "current_events.yaml")
+    assert len({cell.hash(config) for cell in expand(config)}) == 82
 
 
 MIXED = textwrap.dedent("""\
@@ -417,6 +465,14 @@ def test_held_out_cells_are_read_off_the_cells_on_every_question(tmp_path):
         assert ours["n"] == theirs["n"] == 10  # 2 of the 4 events, 5 questions each
         assert ours["per_question"] == theirs["per_question"] and ours["acc"] == theirs["acc"]
         assert ours["retrieval"] == theirs["retrieval"]
+        # paired with the parent by the questions' own ids: doc_id restarts at 0 on the held-out half
+        from lm_eval_kinject.report.stats import align
+
+        whole = json.loads((out / "cells" / meta["derived_from"] / "result.json").read_text())["per_question"]
+        assert len(set(ours["per_question"]["question_id"])) == 10
+        assert set(ours["per_question"]["question_id"]) < set(whole["question_id"])
+        mine, same = align(ours["per_question"], whole)
+        assert len(mine) == 10 and mine == same
         read = [json.loads(line) for line in (out / "cells" / key / "samples.jsonl").open()]
         scored = [json.loads(line) for line in (evaluated[key] / "samples.jsonl").open()]
         assert [(s["doc_id"], s["doc"], s["arguments"]) for s in read] == \

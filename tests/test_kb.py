@@ -14,8 +14,8 @@ from kinject_testing import CURRENT_EVENTS_DIR, MMLU_DIR, SHARED_DATA, LoopbackS
 from lm_eval_kinject.chunking import ChunkConfig, chunk_documents, split_sentences
 from lm_eval_kinject.corpus import Document, read_mediawiki, read_source, read_wikipedia_dump
 from lm_eval_kinject.errors import ConfigError, DataError, KinjectError
-from lm_eval_kinject.index.bm25 import BM25Config, build_bm25, bm25_tokenize, reference_bm25, search_bm25
-from lm_eval_kinject.index.dense import DenseConfig, build_hnsw, search_dense
+from lm_eval_kinject.index.bm25 import BM25Config, BM25Index, bm25_tokenize, reference_bm25
+from lm_eval_kinject.index.dense import DenseConfig, DenseIndex
 from lm_eval_kinject.kb import KBConfig, KnowledgeBase, build_kb
 from lm_eval_kinject.retrieval import RetrieverConfig, build_retriever
 from lm_eval_kinject.retrieval_eval import evaluate_retrieval
@@ -103,7 +103,7 @@ def test_bm25s_matches_rank_bm25_on_a_real_corpus():
     texts = [json.loads(line)["text"] for line in (SHARED_DATA / "kb" / "anatomy.jsonl").read_text().splitlines()]
     queries = [row[0] for row in csv.reader(open(MMLU_DIR / "test" / "anatomy_test.csv", encoding="utf-8"))]
     config = BM25Config()
-    positions, scores = search_bm25(build_bm25(texts, config), queries, 10, config)
+    positions, scores = BM25Index.build(texts, config).search(queries, 10)
     reference = reference_bm25(texts, config)
     for q, query in enumerate(queries):
         ref_scores = reference.get_scores(bm25_tokenize(query)) / (config.k1 + 1)
@@ -114,10 +114,13 @@ def test_bm25s_matches_rank_bm25_on_a_real_corpus():
 
 
 def test_hnsw_agrees_with_exact_search(ce_kb):
-    vectors = ce_kb.embeddings
+    vectors = ce_kb.dense.vectors
     queries = ce_kb.embed_queries([json.loads(line)["question"] for line in QUESTIONS.read_text().splitlines()])
-    exact, exact_scores = search_dense(vectors, queries, 10)
-    approx, approx_scores = search_dense(vectors, queries, 10, hnsw=build_hnsw(vectors, DenseConfig()))
+    exact = DenseIndex.build(vectors, DenseConfig())  # fewer chunks than exact_below: exact search
+    assert exact.hnsw is None
+    approx = DenseIndex.build(vectors, DenseConfig(exact_below=0))
+    exact, exact_scores = exact.search(queries, 10)
+    approx, approx_scores = approx.search(queries, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.98
     np.testing.assert_allclose(approx_scores[:, 0], exact_scores[:, 0], atol=1e-4)
@@ -125,9 +128,13 @@ def test_hnsw_agrees_with_exact_search(ce_kb):
 
 def test_hnsw_index_is_the_same_on_every_build(ce_kb, tmp_path):
     """Seeded and inserted by one thread: hnswlib's parallel insertion gives another graph each time."""
-    for name in ("a.bin", "b.bin"):
-        build_hnsw(ce_kb.embeddings, DenseConfig()).save_index(str(tmp_path / name))
-    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        DenseIndex.build(ce_kb.dense.vectors, DenseConfig(exact_below=0)).save(tmp_path / name)
+    assert (tmp_path / "a" / DenseIndex.HNSW).read_bytes() == (tmp_path / "b" / DenseIndex.HNSW).read_bytes()
+    loaded = DenseIndex.load(tmp_path / "a", DenseConfig(), with_hnsw=True)
+    queries = ce_kb.dense.vectors[:5]
+    np.testing.assert_array_equal(loaded.search(queries, 1)[0][:, 0], np.arange(5))  # each chunk finds itself
 
 
 def _docs_folder(root):

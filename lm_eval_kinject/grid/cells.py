@@ -22,11 +22,28 @@ def _hash(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so one process hashes a file once
+
+
+def _digest(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        with path.open("rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def _source_identity(source: str) -> list:
-    """Size and modification time of a source file, or of every file under a source folder."""
+    """Name, size and content hash of a source file, or of every file under a source folder.
+
+    By content, not by modification time or folder: a copy of the data on another machine, a fresh clone or a
+    re-extracted archive keeps its finished cells; an edited file re-runs them."""
     path = Path(source)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]
+    if path.is_dir():
+        return [[str(f.relative_to(path)), f.stat().st_size, _digest(f)]
+                for f in sorted(p for p in path.rglob("*") if p.is_file())]
+    return [[path.name, path.stat().st_size, _digest(path)]]
 
 
 def kb_hash(config: GridConfig, name: str) -> str:

@@ -26,6 +26,7 @@ from lm_eval_kinject.arms import ARMS, checkpoint_args
 from lm_eval_kinject.artifacts import atomic_dir, library_versions, write_json_atomic
 from lm_eval_kinject.grid.cells import Cell, Checkpoint, expand, kb_hash
 from lm_eval_kinject.grid.config import GridConfig
+from lm_eval_kinject.grid.subsets import question_ids
 from lm_eval_kinject.run_folder import read_cell
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,9 @@ def _evaluate(cell: Cell, resources: _Resources, config: GridConfig) -> tuple[di
         "prefix_cache": dict(Counter(getattr(lm, "prefix_cache_stats", {})) - cache_before),
         "lm_eval": {key: out.get(key) for key in ("results", "configs", "versions", "n-samples", "config")},
     }
+    ids = question_ids(samples)
+    if ids is not None:  # pairs this cell with cells of other experiments (a held-out part renumbers doc_id)
+        result["per_question"]["question_id"] = ids
     if cell.rag:  # per question, so that a cell on a part of these questions can be read off this one
         result["per_question"]["gold_retrieved"] = [by_doc.get(s["doc_id"]) for s in samples]
     if cell.checkpoint is not None:

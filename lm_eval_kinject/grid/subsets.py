@@ -21,7 +21,7 @@ from lm_eval_kinject.grid.cells import Cell
 from lm_eval_kinject.run_folder import read_cell
 from lm_eval_kinject.splits import METADATA_KEYS, QuestionSplit
 
-__all__ = ["parent_cell", "derive"]
+__all__ = ["parent_cell", "derive", "question_ids"]
 
 
 def parent_cell(cell: Cell, task_metadata: dict) -> Cell | None:
@@ -39,6 +39,16 @@ def _samples(folder: Path) -> list[dict] | None:
             return sorted((json.loads(line) for line in fh if line.strip()), key=lambda s: s["doc_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def question_ids(samples: list[dict]) -> list[str] | None:
+    """The questions' own ids (the documents' ``id`` field) in ``samples``' order, or None when a document has none
+    or two share one. lm-eval's ``doc_id`` is a position in the task's dataset: a cell on a held-out part numbers
+    its questions from 0 again, so cells of different experiments are paired on these ids."""
+    ids = [s.get("doc", {}).get("id") if isinstance(s.get("doc"), dict) else None for s in samples]
+    if not ids or any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
+        return None
+    return ids
 
 
 def derive(cell: Cell, parent_folder: Path, parent_key: str) -> tuple[dict, list[dict]] | None:
@@ -73,6 +83,9 @@ def derive(cell: Cell, parent_folder: Path, parent_key: str) -> tuple[dict, list
         "lm_eval": {"derived_from": parent_key, "question_split": dict(cell.task_metadata),
                     "versions": parent.get("lm_eval", {}).get("versions")},
     }
+    ids = question_ids(out_samples)
+    if ids is not None:
+        result["per_question"]["question_id"] = ids
     if cell.rag:
         gold = [retrieved[i] for i in kept]
         result["per_question"]["gold_retrieved"] = gold

@@ -9,6 +9,7 @@ bm25s saves to its own JSON + ``.npy`` files, never pickle.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from lm_eval_kinject.errors import ConfigError
 
-__all__ = ["BM25Config", "bm25_tokenize", "build_bm25", "load_bm25", "save_bm25", "search_bm25", "reference_bm25"]
+__all__ = ["BM25Config", "BM25Index", "bm25_tokenize", "reference_bm25"]
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' and scikit-learn's default token pattern
 
@@ -55,38 +56,55 @@ def bm25_tokenize(text: str, stopwords: bool = True) -> list[str]:
     return [t for t in tokens if t not in STOPWORDS_EN] if stopwords else tokens
 
 
-def build_bm25(texts: list[str], config: BM25Config, show_progress: bool = False):
-    """A bm25s index of ``texts``."""
-    import bm25s
+class BM25Index:
+    """A bm25s index over chunk texts that owns its folder: build, save, load, count, search.
 
-    index = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-    documents = [bm25_tokenize(t, config.stopwords) for t in texts]
-    # bm25s numbers tokens in the order of a Python set (it changes with PYTHONHASHSEED); numbering them in
-    # sorted order makes two builds of one corpus byte-identical. Same tokens, same scores.
-    vocab = {token: i for i, token in enumerate(sorted({token for document in documents for token in document}))}
-    index.index(([[vocab[token] for token in document] for document in documents], vocab),
-                show_progress=show_progress)
-    return index
+    Nothing outside this class reads bm25s' files."""
 
+    PARAMS = "params.index.json"  # bm25s' own file of settings and counts
 
-def save_bm25(index, folder: Path) -> None:
-    index.save(str(folder), allow_pickle=False, show_progress=False)
+    def __init__(self, index, config: BM25Config) -> None:
+        self.index, self.config = index, config
 
+    @classmethod
+    def build(cls, texts: list[str], config: BM25Config, show_progress: bool = False) -> BM25Index:
+        import bm25s
 
-def load_bm25(folder: Path):
-    import bm25s
+        index = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+        documents = [bm25_tokenize(t, config.stopwords) for t in texts]
+        # bm25s numbers tokens in the order of a Python set (it changes with PYTHONHASHSEED); numbering them in
+        # sorted order makes two builds of one corpus byte-identical. Same tokens, same scores.
+        vocab = {token: i for i, token in enumerate(sorted({token for document in documents for token in document}))}
+        index.index(([[vocab[token] for token in document] for document in documents], vocab),
+                    show_progress=show_progress)
+        return cls(index, config)
 
-    return bm25s.BM25.load(str(folder), allow_pickle=False, mmap=False)
+    def save(self, folder: Path) -> None:
+        self.index.save(str(folder), allow_pickle=False, show_progress=False)
 
+    @classmethod
+    def load(cls, folder: Path, config: BM25Config) -> BM25Index:
+        import bm25s
 
-def search_bm25(index, queries: list[str], k: int, config: BM25Config) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` chunk positions and scores, each of shape ``(len(queries), k)``, best first."""
-    if config.backend == "numba" and importlib.util.find_spec("numba") is None:
-        raise ConfigError("bm25 backend 'numba' needs the numba package: pip install numba")
-    index.backend = config.backend  # a search-time choice; the saved index is the same
-    tokens = [bm25_tokenize(q, config.stopwords) for q in queries]
-    positions, scores = index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
-    return np.asarray(positions, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, mmap=False), config)
+
+    @classmethod
+    def count(cls, folder: Path) -> int:
+        """How many documents the saved index at ``folder`` holds, read from its settings file alone.
+
+        Raises:
+            OSError, ValueError, KeyError: the file is missing or damaged.
+        """
+        return int(json.loads((Path(folder) / cls.PARAMS).read_text(encoding="utf-8"))["num_docs"])
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` chunk positions and scores, each of shape ``(len(queries), k)``, best first."""
+        if self.config.backend == "numba" and importlib.util.find_spec("numba") is None:
+            raise ConfigError("bm25 backend 'numba' needs the numba package: pip install numba")
+        self.index.backend = self.config.backend  # a search-time choice; the saved index is the same
+        tokens = [bm25_tokenize(q, self.config.stopwords) for q in queries]
+        positions, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        return np.asarray(positions, dtype=np.int64), np.asarray(scores, dtype=np.float32)
 
 
 def reference_bm25(texts: list[str], config: BM25Config):

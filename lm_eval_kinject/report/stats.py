@@ -44,13 +44,30 @@ def mcnemar(a, b) -> dict:
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_a + only_b
     p = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
-    return {"only_a": only_a, "only_b": only_b, "p_value": p}
+    return {"only_a": only_a, "only_b": only_b, "p_value": p, "significant_gap": significant_gap(discordant)}
+
+
+def significant_gap(discordant: int, alpha: float = 0.05) -> int | None:
+    """The smallest gap |only A - only B|, in questions, at which the exact McNemar test with ``discordant``
+    questions won by one arm only reaches p < ``alpha``: what the test could detect at this n and this much
+    disagreement. None when no split of so few questions can (fewer than 6 at alpha 0.05)."""
+    from scipy.stats import binomtest
+
+    if discordant < 1:
+        return None
+    for gap in range(discordant % 2, discordant + 1, 2):
+        if binomtest((discordant + gap) // 2, discordant, 0.5).pvalue < alpha:
+            return gap
+    return None
 
 
 def align(first: dict, second: dict) -> tuple[list[float], list[float]]:
-    """Correctness of two cells on the questions both scored (``{"doc_id": [...], "correct": [...]}``)."""
-    b = dict(zip(second["doc_id"], second["correct"]))
-    pairs = [(c, b[d]) for d, c in zip(first["doc_id"], first["correct"]) if d in b]
+    """Correctness of two cells on the questions both scored (``{"doc_id": [...], "correct": [...]}``), paired by
+    the questions' own ids (``question_id``) when both cells have them: ``doc_id`` is a position in the task's
+    dataset, and a held-out part numbers its questions from 0 again."""
+    key = "question_id" if "question_id" in first and "question_id" in second else "doc_id"
+    b = dict(zip(second[key], second["correct"]))
+    pairs = [(c, b[d]) for d, c in zip(first[key], first["correct"]) if d in b]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -134,15 +134,20 @@ def paired_tests(entries: list[Entry], seed: int = 0) -> list[dict]:
 
 def paired_markdown(tests: list[dict]) -> str:
     lines = ["### Paired tests (same questions)", "",
-             "| experiment | task | model | A | B | acc A | acc B | A − B [95 % CI] | only A / only B | McNemar p |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| experiment | task | model | A | B | acc A | acc B | A − B [95 % CI] | only A / only B | McNemar p | "
+             "detectable |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in tests:
         star = " *" if t["p_value"] < 0.05 else ""
+        gap = t.get("significant_gap")
+        detectable = "–" if gap is None else f"±{gap / t['n']:.3f}"
         lines.append(f"| {t['experiment']} | {t['task']} | {t['model']} | {ARMS[t['a']].label} | {ARMS[t['b']].label} | "
                      f"{t['acc_a']:.3f} | {t['acc_b']:.3f} | {t['diff']:+.3f} [{t['diff_ci'][0]:+.2f}, "
-                     f"{t['diff_ci'][1]:+.2f}] | {t['only_a']} / {t['only_b']} | {t['p_value']:.3g}{star} |")
+                     f"{t['diff_ci'][1]:+.2f}] | {t['only_a']} / {t['only_b']} | {t['p_value']:.3g}{star} | "
+                     f"{detectable} |")
     lines += ["", "*Exact McNemar test on the questions only one arm got right (two-sided); * p < 0.05, "
-                  "uncorrected for the number of tests.*"]
+                  "uncorrected for the number of tests. Detectable: the smallest |A − B| that reaches p < 0.05 at this "
+                  "n with this many questions won by one arm only (– : too few to ever reach it).*"]
     return "\n".join(lines)
 
 
