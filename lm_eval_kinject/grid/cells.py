@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lm_eval_kinject.arms import ARMS, Arm, parse_arm, variant
+from lm_eval_kinject.artifacts import sha256_file
 from lm_eval_kinject.grid.config import Experiment, GridConfig
 
 __all__ = ["Cell", "Checkpoint", "expand", "kb_hash"]
@@ -29,8 +30,7 @@ def _digest(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        with path.open("rb") as f:
-            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        _DIGESTS[key] = sha256_file(path)[:16]
     return _DIGESTS[key]
 
 
