@@ -27,8 +27,8 @@ from lm_eval_kinject.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RERANKERS", "RerankerSpec", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_MODEL", "Reranker", "ScoreCache", "parse_rerank",
-           "build_reranker", "LMReranker", "CrossEncoderReranker", "UPR_PROMPT"]
+__all__ = ["RERANKERS", "RerankerSpec", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_MODEL", "Reranker", "ScoreCache",
+           "parse_rerank", "build_reranker", "LMReranker", "CrossEncoderReranker", "UPR_PROMPT"]
 
 # Depth 10: recall@10 of every first stage on current_events_v2 is the ceiling reranking can reach (README);
 # deeper costs linearly more LM passes for little more recall.

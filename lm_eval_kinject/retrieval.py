@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from lm_eval_kinject.errors import ConfigError
-from lm_eval_kinject.rerank import DEFAULT_RERANK_DEPTH, DEFAULT_RERANK_MODEL
+from lm_eval_kinject.rerank import DEFAULT_RERANK_DEPTH, DEFAULT_RERANK_MODEL, RERANKERS, parse_rerank
 
 if TYPE_CHECKING:
     from lm_eval_kinject.kb import KnowledgeBase
@@ -69,7 +69,6 @@ class RetrieverConfig:
 
     def __post_init__(self) -> None:
         from lm_eval_kinject.errors import did_you_mean
-        from lm_eval_kinject.rerank import parse_rerank
 
         problems = []
         if self.name not in RETRIEVERS:
@@ -113,8 +112,6 @@ class RetrieverConfig:
         out = {"retriever": self.name}
         out.update({key: getattr(self, key) for key in RETRIEVERS[self.name].settings})
         if self.rerank:
-            from lm_eval_kinject.rerank import RERANKERS, parse_rerank
-
             out["rerank"] = self.rerank
             out.update({key: getattr(self, key) for key in RERANKERS[parse_rerank(self.rerank)[0]].settings})
         return out

@@ -45,7 +45,7 @@ def question_ids(samples: list[dict]) -> list[str] | None:
     """The questions' own ids (the documents' ``id`` field) in ``samples``' order, or None when a document has none
     or two share one. lm-eval's ``doc_id`` is a position in the task's dataset: a cell on a held-out part numbers
     its questions from 0 again, so cells of different experiments are paired on these ids."""
-    ids = [s.get("doc", {}).get("id") if isinstance(s.get("doc"), dict) else None for s in samples]
+    ids = [s["doc"].get("id") if isinstance(s.get("doc"), dict) else None for s in samples]
     if not ids or any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
         return None
     return ids
