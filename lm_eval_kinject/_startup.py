@@ -13,7 +13,7 @@ callback right after each has executed:
 
 Each callback does nothing when lm_eval already discovered the plugin by itself, and
 ``LM_EVAL_KINJECT_NO_HOOK=1`` turns the whole hook off (then use ``--include_path`` and
-``python -m lm_eval_kinject``; see the README).
+``python -m lm_eval_kinject``; see docs/lm-eval.md).
 """
 
 import os

@@ -72,7 +72,7 @@ class Arm:
 
 # After RAFT (Zhang et al. 2024, "Adapting Language Model to Domain Specific RAG"): the QA pairs with their passage in
 # context, so that fine-tuning teaches answering from a retrieved passage as well as storing the facts. Every pair:
-# on the demo's world that measured best closed-book and with RAG (0.82 / 1.00; half of them: 0.72 / 1.00; README).
+# on the demo's world that measured best closed-book and with RAG (0.82 / 1.00; half of them: 0.72 / 1.00; docs/demo.md).
 # A passage read once before all its pairs ("chunk") costs a third of the tokens of a copy per pair, so the same
 # training time covers three times the pairs: 150 practice pairs, 0.88 on the demo's world against FT-par's 0.64.
 RAFT = (("qa_passages", 1.0), ("qa_layout", "chunk"))

@@ -48,6 +48,20 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt as stop:  # commands without their own message (grid and finetune have one)
+            click.echo(f"\nInterrupted{_by(stop)}; nothing half-written was kept: run the same command again.",
+                       err=True)
+            ctx.exit(_interrupted_code(stop))
+
+
+def _by(stop: KeyboardInterrupt) -> str:
+    """" by SIGTERM" when the interrupt was a SIGTERM (see faults.sigterm_as_interrupt)."""
+    return f" by {stop.args[0].removeprefix('signal ')}" if stop.args and str(stop.args[0]).startswith("signal ") else ""
+
+
+def _interrupted_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process a signal stopped: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if _by(stop) == " by SIGTERM" else 130
 
 
 def _read_off(run) -> str:
@@ -61,7 +75,10 @@ def _read_off(run) -> str:
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Fine-tune, retrieve, or both? Knowledge-injection experiments inside lm-eval."""
+    from lm_eval_kinject.faults import sigterm_as_interrupt
+
     ctx.obj = {"debug": debug}
+    sigterm_as_interrupt()  # a cancelled CI job's SIGTERM unwinds like Ctrl-C: staging files removed, one line
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not debug:
@@ -151,7 +168,7 @@ def _int_list(ctx, param, value: str) -> list[int]:
 @click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree.")
 @click.option("--hnsw-ef-construction", default=200, show_default=True, help="HNSW build beam.")
 @click.option("--hnsw-ef-search", default=64, show_default=True,
-              help="HNSW search beam stored as the KB's default (recall vs speed: see the README).")
+              help="HNSW search beam stored as the KB's default (recall vs speed: see docs/retrieval.md).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the HNSW graph construction.")
 @click.option("--only-chunks-of", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A questions JSONL (with chunk_id): keep only the documents its questions are about "
@@ -365,8 +382,10 @@ def _config_options(config_class, skip=()):
               help="Continue an interrupted run of the same settings from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Discard whatever --out holds and train from scratch.")
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as YAML and exit.")
+@click.option("--wait", is_flag=True, help="If another process is training into --out, wait for it (default: "
+                                           "refuse).")
 @_config_options(FinetuneConfig)
-def finetune_(config_file, resume, overwrite, print_config, **flags) -> None:
+def finetune_(config_file, resume, overwrite, print_config, wait, **flags) -> None:
     """Fine-tune a model on a knowledge base's chunks (+ paraphrases): full or LoRA, resumable.
 
     \b
@@ -385,11 +404,11 @@ def finetune_(config_file, resume, overwrite, print_config, **flags) -> None:
         click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False), nl=False)
         return
     try:
-        result = finetune(config, resume=resume, overwrite=overwrite)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. The last complete checkpoint is kept in {config.out}/checkpoints; continue "
-                   "with the same command and --resume.", err=True)
-        sys.exit(130)
+        result = finetune(config, resume=resume, overwrite=overwrite, wait=wait)
+    except KeyboardInterrupt as stop:
+        click.echo(f"\nInterrupted{_by(stop)}. The last complete checkpoint is kept in {config.out}/checkpoints; "
+                   "continue with the same command and --resume.", err=True)
+        sys.exit(_interrupted_code(stop))
     training = result.metadata["training"]
     if result.skipped:
         click.echo(f"{config.out}: already trained with these settings (pass --overwrite to retrain)")
@@ -505,7 +524,9 @@ def demo(out, work, quick, events, practice_events, n_paraphrases, arms, method,
 @click.option("--no-retry", is_flag=True, help="Leave cells that failed before as they are.")
 @click.option("--models", default=None, help="Run only these models' cells (comma-separated): one process per GPU.")
 @click.option("--experiments", default=None, help="Run only these experiments' cells (comma-separated).")
-def grid_(config_file, out, check, no_retry, models, experiments) -> None:
+@click.option("--wait", is_flag=True, help="If another kinject grid is running in --out, wait for it to finish "
+                                           "(default: refuse).")
+def grid_(config_file, out, check, no_retry, models, experiments, wait) -> None:
     """Run an experiment grid (models × tasks × arms) through lm-eval; resumable.
 
     \b
@@ -531,10 +552,11 @@ def grid_(config_file, out, check, no_retry, models, experiments) -> None:
     try:
         run = run_grid(config, out, retry_failed=not no_retry,
                        models=_names(models) if models else None,
-                       experiments=_names(experiments) if experiments else None)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. Finished cells are kept in {out}/cells; run the same command to continue.", err=True)
-        sys.exit(130)
+                       experiments=_names(experiments) if experiments else None, wait=wait)
+    except KeyboardInterrupt as stop:
+        click.echo(f"\nInterrupted{_by(stop)}. Finished cells are kept in {out}/cells; run the same command to "
+                   "continue.", err=True)
+        sys.exit(_interrupted_code(stop))
     click.echo(f"{out}: {len(run.done)} cells evaluated{_read_off(run)}, {len(run.skipped)} already finished, "
                f"{len(run.failed)} failed in {run.seconds:.0f} s"
                + (f"; failed cells are listed by `kinject report {out}`" if run.failed else ""))
@@ -571,6 +593,95 @@ def report_(run, out, seed, expect, tolerance, write_expectations, experiments) 
             click.echo(f"{len(problems)} number(s) differ from {expect}:\n  " + "\n  ".join(problems), err=True)
             sys.exit(1)
         click.echo(f"key numbers match {expect}")
+
+
+@main.command("export")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder to write (atomically).")
+@click.option("--name", help="The dataset's pretty name [default: the folder's name].")
+@click.option("--license", "licence", help="Hub licence id (e.g. cc-by-4.0) [default: what SRC states: a kinject "
+                                          "world is apache-2.0, a README naming CC BY-SA is cc-by-sa-4.0].")
+@click.option("--push-to-hub", "repo", help="Also upload the folder to this Hub dataset repo (owner/name).")
+@click.option("--private", is_flag=True, help="With --push-to-hub: a private repo.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+def export(src, out, name, licence, repo, private, overwrite) -> None:
+    """A data folder (questions.jsonl, chunks.jsonl, paraphrases.jsonl, ...) as a Hugging Face dataset folder.
+
+    \b
+    Parquet, one config each (questions: split test; corpus, paraphrases, ...: split train) and a dataset card.
+    kinject export runs/demo/world --out datasets/world
+    python -c "import datasets; print(datasets.load_dataset('datasets/world', 'questions'))"
+    lm_eval --model kinject-rag ... --tasks kinject_fictional_cloze --metadata '{"dataset_path": "datasets/world"}'
+    """
+    from lm_eval_kinject.hub_data import export_dataset, push_to_hub
+
+    counts = export_dataset(src, out, name=name, licence=licence, overwrite=overwrite)
+    click.echo(f"{out}: " + ", ".join(f"{config} {n}" for config, n in counts.items()) + " rows; README.md (card)")
+    if repo:
+        click.echo(f"uploaded: {push_to_hub(out, repo, private=private)}")
+
+
+@main.command("contrib")
+@click.argument("task")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option("--dataset", help="The tasks' dataset_path: a Hub id or dataset folder; or a data folder, exported into "
+                                "OUT/dataset [default: kinject_fictional's default world, exported].")
+@click.option("--results/--no-results", default=True, show_default=True,
+              help="Run the embedded public model on the tasks for the README's results table (~1 min).")
+@click.option("--limit", type=click.IntRange(1), help="With --results: only the first N questions per task.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+def contrib_(task, out, dataset, results, limit, overwrite) -> None:
+    """The folder a pull request to lm-eval would add for TASK (kinject_fictional or current_events).
+
+    \b
+    kinject contrib kinject_fictional --out contrib/
+    LM_EVAL_KINJECT_NO_HOOK=1 lm_eval validate --include_path contrib/ --tasks kinject_fictional,kinject_fictional_cloze
+    """
+    from lm_eval_kinject.contrib import contrib, tree
+
+    done = contrib(task, out, dataset=dataset, results=results, limit=limit, overwrite=overwrite)
+    click.echo(tree(Path(out)))
+    click.echo(f"dataset_path: {done['dataset_path']}")
+    for row in done["results"] or []:
+        click.echo(f"  {row['task']}: acc {row['acc']:.3f} (n = {row['n']}, {row['model']})")
+    if "dataset" in done["paths"]:
+        click.echo(f"Upload the data with `kinject export ... --push-to-hub OWNER/NAME` (or `huggingface-cli upload "
+                   f"OWNER/NAME {done['paths']['dataset']} --repo-type dataset`), then run this again with "
+                   "--dataset OWNER/NAME so the YAMLs name the Hub dataset.")
+
+
+@main.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--alpha", default=0.05, show_default=True, type=float,
+              help="Significance level of a drop, Holm-corrected across the cells.")
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also append the Markdown summary to this file (e.g. \"$GITHUB_STEP_SUMMARY\").")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every cell's comparison as JSON here.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap intervals.")
+def compare(baseline, new, alpha, summary, json_out, seed) -> None:
+    """CI gate: NEW vs BASELINE (grid run folders or report.json files), paired per question.
+
+    Exit 1 when some cell dropped with Holm-corrected McNemar p < ALPHA, 2 when the input is unusable, 0 otherwise.
+    """
+    from lm_eval_kinject.artifacts import write_json_atomic
+    from lm_eval_kinject.errors import DataError
+    from lm_eval_kinject.report.compare import compare_runs, comparison_markdown
+
+    try:
+        result = compare_runs(baseline, new, alpha=alpha, seed=seed)
+    except DataError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    text = comparison_markdown(result)
+    click.echo(text)
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    if json_out:
+        write_json_atomic(json_out, result.to_dict())
+    sys.exit(1 if result.drops else 0)
 
 
 _generate_cli.register(main)  # kinject paraphrase / questions / current-events

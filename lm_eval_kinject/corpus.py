@@ -207,9 +207,14 @@ def read_mediawiki(titles: list[str] | None = None, category: str | None = None,
 
 
 def read_source(source: str | Path, fields: JsonlFields = JsonlFields()) -> Iterator[Document]:
-    """Documents of one local source: a ``.jsonl`` file, a folder, or a ``.xml``/``.xml.bz2`` dump."""
+    """Documents of one source: a ``.jsonl`` file, a folder, a ``.xml``/``.xml.bz2`` dump, or the corpus of a dataset
+    written by ``kinject export`` (its folder or Hub id)."""
+    from lm_eval_kinject.hub_data import data_file, is_dataset
+
     path = Path(source)
-    if path.is_dir():
+    if is_dataset(source):  # a dataset of `kinject export` (folder or Hub id): its corpus
+        yield from read_jsonl_corpus(data_file(source, "corpus"), fields)
+    elif path.is_dir():
         yield from read_folder(path)
     elif path.is_file() and path.suffix == ".jsonl":
         yield from read_jsonl_corpus(path, fields)

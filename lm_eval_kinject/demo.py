@@ -27,14 +27,14 @@ TASK = "kinject_fictional_cloze"  # the 135M model is at chance on lettered ques
 EXPERIMENT = "fictional"
 CONTROL_TASK = "kinject_mmlu_cloze_anatomy_0shot"  # forgetting: general knowledge outside the world
 # ft-raft rather than ft-mix by default: on the default world it answers closed-book at least as well as FT-par and,
-# with RAG, as RAG does, where ft-mix loses to both (README); --arms adds ft-mix (its cells are reused on a re-run).
+# with RAG, as RAG does, where ft-mix loses to both (docs/demo.md); --arms adds ft-mix (its cells are reused on a re-run).
 # ft-ctl, FT-RAFT's documents without its QA pairs, tells what the pairs add from what more text adds.
 DEFAULT_ARMS = ("base", "base+rag", "ft-reg", "ft-par", "ft-raft", "ft-ctl", "ft-reg+rag", "ft-par+rag", "ft-raft+rag")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo's sizes and recipe; the defaults are the measured ones (README, "kinject demo")."""
+    """The demo's sizes and recipe; the defaults are the measured ones (docs/demo.md)."""
 
     out: Path = Path("runs/demo")
     # Every fact of an event is asked: five questions per chunk cost no training and give the paired
@@ -48,7 +48,7 @@ class DemoConfig:
     finetune: dict = field(default_factory=lambda: {
         "method": "full",
         # The paper's setting: the same epochs for every arm, so FT-par reads each fact 1 + N times as
-        # often as FT-reg (`fact_passes` gives equal budgets instead; see the README for both).
+        # often as FT-reg (`fact_passes` gives equal budgets instead; see docs/demo.md for both).
         "epochs": 4.0,
         # A small world is memorised in a few epochs only at a rate well above continued pre-training's 5e-5.
         "learning_rate": 5e-4,

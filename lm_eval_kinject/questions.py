@@ -32,13 +32,18 @@ __all__ = ["MMLU_SUBJECTS", "load_mmlu", "load_current_events", "load_fictional"
 
 
 def find_data_dir(metadata: dict, specific_key: str, env: str) -> Path | None:
-    """The data folder from ``--metadata`` (specific key, then ``data_dir``) or the environment."""
-    for source, value in ((specific_key, metadata.get(specific_key)), ("data_dir", metadata.get("data_dir")),
-                          (env, os.environ.get(env))):
+    """The data folder from ``--metadata`` (specific key, then ``dataset_path``, then ``data_dir``) or the
+    environment: a JSONL folder, or a dataset folder / Hub id of ``kinject export`` (read as one, cached)."""
+    from lm_eval_kinject.hub_data import data_folder, is_dataset
+
+    for source, value in ((specific_key, metadata.get(specific_key)), ("dataset_path", metadata.get("dataset_path")),
+                          ("data_dir", metadata.get("data_dir")), (env, os.environ.get(env))):
         if value:
             path = Path(str(value)).expanduser()
+            if is_dataset(value):
+                return data_folder(value, what=source)
             if not path.is_dir():
-                raise DataError(f"{source}={value!r}: no such directory")
+                raise DataError(f"{source}={value!r}: no such directory (nor a Hub dataset id)")
             return path
     return None
 

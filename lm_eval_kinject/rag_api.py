@@ -87,7 +87,17 @@ class KinjectRAGAPI(RAGModelMixin, LocalCompletionsAPI):
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         if self._kinject_no_logprobs and requests:
             raise KinjectError(self._kinject_no_logprobs)
-        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        except Exception as error:
+            if _server_lost(error):
+                reason = " ".join(str(error.__context__ or error).split())[:200]
+                raise KinjectError(
+                    f"kinject-rag-api: the server at base_url={self.base_url} stopped answering mid-run (still failing "
+                    f"after max_retries={self.max_retries} tries: {type(error).__name__}: {reason}); restart it and run "
+                    "the same command again: a grid keeps its finished cells, lm_eval --use_cache the answered "
+                    "requests") from None
+            raise
 
     def _rag_tokens(self) -> Tokens:
         def encode(text: str) -> list[int]:
@@ -97,3 +107,23 @@ class KinjectRAGAPI(RAGModelMixin, LocalCompletionsAPI):
             return self.decode_batch([encode(text)[:n]])[0]
 
         return Tokens(lambda text: len(encode(text)), truncate)
+
+
+def _server_lost(error: BaseException) -> bool:
+    """A request that failed for the server's sake (gone, timing out, erroring), after lm-eval's retries."""
+    import requests
+
+    kinds: tuple = (requests.exceptions.RequestException,)
+    try:
+        import aiohttp
+
+        kinds += (aiohttp.ClientError,)
+    except ModuleNotFoundError:
+        pass
+    try:
+        from tenacity import RetryError
+
+        kinds += (RetryError,)
+    except ModuleNotFoundError:
+        pass
+    return isinstance(error, kinds + (TimeoutError, ConnectionError))

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["RERANKERS", "RerankerSpec", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_MODEL", "Reranker", "ScoreCache",
            "parse_rerank", "build_reranker", "LMReranker", "CrossEncoderReranker", "UPR_PROMPT"]
 
-# Depth 10: recall@10 of every first stage on current_events_v2 is the ceiling reranking can reach (README);
+# Depth 10: recall@10 of every first stage on current_events_v2 is the ceiling reranking can reach (docs/retrieval.md);
 # deeper costs linearly more LM passes for little more recall.
 DEFAULT_RERANK_DEPTH = 10
 DEFAULT_RERANK_MODEL = "smollm2-135m"  # the embedded LM: reranking works offline with nothing downloaded

@@ -45,7 +45,7 @@ class RetrieverSpec:
     needs_embedder: bool = False  # queries are embedded by the KB's embedder
 
 
-# Measured on the current-events sample, RAG accuracy at k = 1 (README): BM25 0.833, hybrid 0.750, dense 0.619;
+# Measured on the current-events sample, RAG accuracy at k = 1 (docs/retrieval.md): BM25 0.833, hybrid 0.750, dense 0.619;
 # recall@1 0.893 / 0.821 / 0.631. Short factual questions share their rare words with the passage.
 DEFAULT_RETRIEVER = "bm25"
 
@@ -59,7 +59,7 @@ class RetrieverConfig:
     name: str = DEFAULT_RETRIEVER
     fusion_depth: int = 100  # how deep each ranking enters the fusion
     rrf_k: int = 60  # the RRF constant (Cormack et al., 2009)
-    rerank: str | None = None  # off by default: BM25 alone reaches recall@1 0.963 on current_events_v2 (README)
+    rerank: str | None = None  # off by default: BM25 alone reaches recall@1 0.963 on current_events_v2 (docs/retrieval.md)
     rerank_depth: int = DEFAULT_RERANK_DEPTH
     rerank_model: str = DEFAULT_RERANK_MODEL
 

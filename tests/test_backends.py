@@ -265,6 +265,37 @@ def test_api_refuses_servers_it_cannot_use(embedded_dir):
         "them (KINJECT_DEBUG=1 shows the traceback)")
 
 
+def test_api_server_lost_mid_run_is_one_line_after_bounded_retries(embedded_dir):
+    """A server that answers the probe and the first requests, then stops answering (HTTP 503, as one shutting
+    down does): lm-eval's retries are bounded by max_retries, then one line says what happened and what to do."""
+    from kinject_testing import LoopbackServer
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_kinject.rag_api import KinjectRAGAPI
+
+    def respond(method, path, query, body):
+        if len(server.requests) > 3:  # the probe and two requests answered; then the server is gone
+            return 503, {"error": "shutting down"}, None
+        prompts = body["prompt"] if isinstance(body["prompt"], list) and isinstance(body["prompt"][0], list) \
+            else [body["prompt"]]
+        choices = [{"index": i, "text": "x", "logprobs": {"token_logprobs": [None] + [-1.0] * len(p),
+                                                          "top_logprobs": [None] + [{"x": -0.5}] * len(p)}}
+                   for i, p in enumerate(prompts)]
+        return 200, {"object": "text_completion", "model": "m", "choices": choices}, None
+
+    with LoopbackServer(respond) as server:
+        lm = KinjectRAGAPI(model="m", tokenizer=str(embedded_dir), tokenizer_backend="huggingface", batch_size=1,
+                           base_url=f"{server.url}/v1/completions", max_retries=2)
+        requests = [Instance("loglikelihood", {}, (f"Question {i}: where?", " Here"), i) for i in range(6)]
+        with pytest.raises(KinjectError) as error:
+            lm.loglikelihood(requests, disable_tqdm=True)
+    message = str(error.value)
+    assert message.startswith(f"kinject-rag-api: the server at base_url={server.url}/v1/completions stopped "
+                              "answering mid-run (still failing after max_retries=2 tries: HTTPError")
+    assert "\n" not in message and "run the same command again" in message
+    assert len(server.requests) == 1 + 2 + 2  # the probe, two answered, the failing one tried twice: bounded
+
+
 def test_use_cache_is_correct_through_the_stock_cli(tmp_path, ce_kb):
     """The issue's reproduction: a RAG run after a base run with the same --use_cache is not served the base
     run's numbers; an identical RAG run is a cache hit; another k is not."""

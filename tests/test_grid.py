@@ -185,7 +185,7 @@ def test_grid_runs_every_cell_and_records_the_failing_one(tiny_run):
         result = json.loads((out / "cells" / key / "result.json").read_text())
         assert result["n"] == 6 and len(result["per_question"]["correct"]) == 6
         assert len((out / "cells" / key / "samples.jsonl").read_text().splitlines()) == 6
-    assert len(list((out / "checkpoints").iterdir())) == 2  # FT-reg and FT-par1, each trained once
+    assert len(list((out / "checkpoints").iterdir())) == 2  # FT-reg and FT-par1, each trained once (no lock files)
     # fine-tuned on the 42 chunks the questions ask about (train_kb), retrieving from all 388 (kb)
     from lm_eval_kinject.grid.cells import kb_hash
 
@@ -244,6 +244,23 @@ def test_report_tables_figures_tests_and_expectations(tiny_run, tmp_path):
     path.write_text(json.dumps(expectations))
     (problem,) = check_expectations(report, path)
     assert key in problem and "expected" in problem
+
+
+def test_compare_a_run_with_its_own_report_passes_the_gate(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from lm_eval_kinject.cli import main
+    from lm_eval_kinject.report import write_report
+
+    _, out, run = tiny_run
+    write_report(out, tmp_path / "report")
+    summary = tmp_path / "summary.md"
+    result = CliRunner().invoke(main, ["compare", str(out), str(tmp_path / "report" / "report.json"),
+                                       "--summary", str(summary), "--json", str(tmp_path / "cmp.json")])
+    assert result.exit_code == 0, result.output
+    assert f"**No significant change** in {len(run.done)} cells" in summary.read_text()
+    cells = json.loads((tmp_path / "cmp.json").read_text())["cells"]
+    assert len(cells) == len(run.done) and all(c["only_new"] == c["only_baseline"] == 0 for c in cells)
 
 
 def test_the_smallest_significant_gap_is_where_mcnemar_crosses_005():
@@ -406,8 +423,9 @@ def test_shipped_grid_configs_are_valid():
         sizes[name] = len(expand(config))
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
     # current_events: 7 retrieval cells + base, base+rag, 8 FT arms x 6 budgets, 4 FT checkpoints x 6 budgets + base
-    # on the control task = 82; injection_cpu lists 9 of them again (one budget of two arms and base), the same cells: 91
-    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 91}
+    # on the control task = 82; injection_cpu lists 15 of them again (one budget of the four FT arms, and base), the
+    # same cells: 97
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 97}
     config = load_grid_config(REPO / "configs" / "current_events.yaml")
     assert len({cell.hash(config) for cell in expand(config)}) == 82
 

@@ -49,7 +49,9 @@ def read_paraphrases(path: Path) -> dict[str, list[str]]:
         DataError: bad JSON or fields, an empty or non-string paraphrase, or a chunk id given twice
             (each with file and line).
     """
-    path = Path(path)
+    from lm_eval_kinject.hub_data import as_file
+
+    path = as_file(path, "paraphrases")
     if not path.is_file():
         raise DataError(f"{path}: no such paraphrase file")
     found: dict[str, list[str]] = {}
@@ -85,9 +87,12 @@ def qa_pairs(path: Path, split, passages: dict[str, dict] | None = None, passage
     """
     from lm_eval_kinject.questions import read_current_events_questions
 
-    if not Path(path).is_file():
+    from lm_eval_kinject.hub_data import as_file
+
+    path = as_file(path, "questions")
+    if not path.is_file():
         raise DataError(f"{path}: no such questions file (qa: the question-answer pairs of mixed training)")
-    questions = read_current_events_questions(Path(path))
+    questions = read_current_events_questions(path)
     train = split.select(questions, "train", source=str(path))
     stats = {"qa_questions": len(questions), "qa_pairs": len(train),
              "qa_train_chunks": len({q["chunk_id"] for q in train}),
@@ -193,7 +198,9 @@ def practice_texts(questions_path: Path, chunks_path: Path, kb_texts: set[str], 
     """
     from lm_eval_kinject.questions import read_current_events_questions
 
-    questions_path, chunks_path = Path(questions_path), Path(chunks_path)
+    from lm_eval_kinject.hub_data import as_file
+
+    questions_path, chunks_path = as_file(questions_path, "practice_questions"), as_file(chunks_path, "practice_corpus")
     if not questions_path.is_file():
         raise DataError(f"{questions_path}: no such questions file (qa_practice: QA pairs about other documents)")
     questions = read_current_events_questions(questions_path)

@@ -39,17 +39,29 @@ class FinetuneResult:
 
 
 def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = False,
-             callbacks: list | None = None) -> FinetuneResult:
+             callbacks: list | None = None, wait: bool = False, lock: bool = True) -> FinetuneResult:
     """Run (or resume, or skip if finished) the fine-tuning ``config`` describes.
 
     Args:
         resume: continue an interrupted run of the same settings from its last checkpoint.
         overwrite: discard whatever ``config.out`` holds.
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        wait: when another process is training into ``config.out``, wait for it instead of refusing.
+        lock: hold ``config.out``'s lock (``faults.folder_lock``); off for a caller that holds a lock covering it.
 
     Raises:
         KinjectError: bad KB, paraphrases, model, output folder, or a model that does not fit.
     """
+    from lm_eval_kinject.faults import folder_lock
+
+    if not lock:
+        return _finetune(config, resume, overwrite, callbacks)
+    with folder_lock(Path(config.out), "kinject finetune", wait=wait):
+        return _finetune(config, resume, overwrite, callbacks)
+
+
+def _finetune(config: FinetuneConfig, resume: bool, overwrite: bool, callbacks: list | None) -> FinetuneResult:
+    from lm_eval_kinject.faults import disk_full, disk_full_error
     from lm_eval_kinject.kb import KnowledgeBase
 
     kb = KnowledgeBase.load(Path(config.kb))
@@ -103,17 +115,29 @@ def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = Fal
     if state.checkpoint is not None:
         logger.info("resuming from %s", state.checkpoint)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(state.checkpoint) if state.checkpoint else None)
-    if validation is not None and not any("eval_loss" in h and h.get("step") == trainer.state.global_step
-                                          for h in trainer.state.log_history):
-        trainer.evaluate()  # the loss at the run's end also when max_steps stops it mid-epoch: a budget's validation
-    seconds = time.perf_counter() - started
-    metadata = _metadata(config, run_hash, kb, texts, train, validation, source, precision, trainer, output,
-                         seconds, trainer.state.num_input_tokens_seen - tokens_before, state.checkpoint)
-    _save(trainer.model, tokenizer, config, out, metadata, precision)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(state.checkpoint) if state.checkpoint else None)
+        if validation is not None and not any("eval_loss" in h and h.get("step") == trainer.state.global_step
+                                              for h in trainer.state.log_history):
+            trainer.evaluate()  # the loss at the run's end, also when max_steps stops it mid-epoch
+        seconds = time.perf_counter() - started
+        metadata = _metadata(config, run_hash, kb, texts, train, validation, source, precision, trainer, output,
+                             seconds, trainer.state.num_input_tokens_seen - tokens_before, state.checkpoint)
+        _save(trainer.model, tokenizer, config, out, metadata, precision)
+    except Exception as error:
+        if disk_full(error):
+            raise disk_full_error(out, "a checkpoint", _checkpoint_bytes(trainer.model)) from None
+        raise
     logger.info("wrote %s (final loss %.4f, %.0f tokens/s)", out, metadata["training"]["final_loss"],
                 metadata["training"]["tokens_per_second"])
     return FinetuneResult(out, metadata, skipped=False)
+
+
+def _checkpoint_bytes(model) -> int:
+    """About what a training checkpoint takes: the weights plus AdamW's two moments of the trained parameters."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trained = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    return weights + 2 * trained
 
 
 def _collate(items: list[dict]) -> dict:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.backends import BACKENDS, DEFAULT_BACKEND
-from lm_eval_kinject.errors import ConfigError, did_you_mean
+from lm_eval_kinject.errors import ConfigError, DataError, did_you_mean
 from lm_eval_kinject.kb import KBConfig
 from lm_eval_kinject.rag import RAG_ARGS
 from lm_eval_kinject.retrieval import DEFAULT_RETRIEVER, RetrieverConfig
@@ -181,6 +181,24 @@ def _path(base: Path, value: str) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def _data(check: _Checker, where: str, base: Path, value, config: str):
+    """A data file value: the file, or that config of a dataset folder / Hub id of ``kinject export`` (read once as
+    a JSONL file in kinject's cache, so cells key on its content)."""
+    from lm_eval_kinject.hub_data import data_file, is_dataset
+
+    if not value:
+        return value
+    path = _path(base, str(value))
+    source = path if Path(path).exists() else str(value)  # a Hub id is no local path
+    if not is_dataset(source):
+        return path
+    try:
+        return str(data_file(source, config))
+    except DataError as error:
+        check.error(where, str(error))
+        return path
+
+
 def _local(base: Path, value: str) -> str:
     """A model reference: relative folders resolve against the file; presets and Hub ids stay."""
     return _path(base, value) if value.startswith((".", "/", "~")) else value
@@ -241,13 +259,13 @@ def load_grid_config(path: str | Path) -> GridConfig:
         if not sources:
             check.error(f"knowledge_bases.{name}.sources", "expected a list of files or folders")
             continue
-        resolved = tuple(_path(base, str(s)) for s in sources)
+        resolved = tuple(_data(check, f"knowledge_bases.{name}.sources", base, s, "corpus") for s in sources)
         for source in resolved:
             if not Path(source).exists():
                 check.error(f"knowledge_bases.{name}.sources", f"{source}: no such file or folder")
         only = spec.get("only_chunks_of")
         if only is not None:
-            only = _path(base, str(only))
+            only = _data(check, f"knowledge_bases.{name}.only_chunks_of", base, only, "questions")
             if not Path(only).is_file():
                 check.error(f"knowledge_bases.{name}.only_chunks_of", f"{only}: no such questions file")
         settings = {k: v for k, v in spec.items() if k not in ("sources", "only_chunks_of")}
@@ -327,7 +345,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         check.error(f"{where}.train_kb", "train_kb is for fine-tuned arms; this experiment has none")
     n_par = spec.get("n_paraphrases") or []
     n_par = [n_par] if isinstance(n_par, int) else _list(check, f"{where}.n_paraphrases", n_par, "paraphrase counts")
-    paraphrases = spec.get("paraphrases")
+    paraphrases = _data(check, f"{where}.paraphrases", base, spec.get("paraphrases"), "paraphrases")
     if any(a.training == "chunks+paraphrases" for a in known):
         if not paraphrases:
             check.error(f"{where}.paraphrases", "ft-par arms need a paraphrases file")
@@ -340,8 +358,10 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
         n_par = []
     if n_par and not paraphrases:
         check.error(f"{where}.paraphrases", "n_paraphrases needs a paraphrases file")
-    qa, qa_split = spec.get("qa"), None
-    practice, practice_chunks = spec.get("qa_practice"), spec.get("qa_practice_chunks")
+    qa, qa_split = _data(check, f"{where}.qa", base, spec.get("qa"), "questions"), None
+    practice = _data(check, f"{where}.qa_practice", base, spec.get("qa_practice"), "practice_questions")
+    practice_chunks = _data(check, f"{where}.qa_practice_chunks", base, spec.get("qa_practice_chunks"),
+                            "practice_corpus")
     if any(a.uses_qa_data for a in known):
         if not qa and not practice:
             check.error(f"{where}.qa", "ft-mix / ft-raft arms need QA pairs to train on: a questions file to split "

@@ -102,10 +102,15 @@ class _Resources:
     def kb(self, name: str):
         from lm_eval_kinject.kb import KnowledgeBase, is_kb
 
+        from lm_eval_kinject.faults import folder_lock
+
         if name not in self.kbs:
             folder = self.out / "kb" / f"{name}-{kb_hash(self.config, name)}"
             if not is_kb(folder):
-                self._build_kb(name, folder)
+                with folder_lock(folder, "kinject grid, building this KB", wait=True,  # a --models neighbour's
+                                 lock_dir=self.out / ".locks"):
+                    if not is_kb(folder):
+                        self._build_kb(name, folder)
             self.kbs[name] = KnowledgeBase.load(folder)
         return self.kbs[name]
 
@@ -134,7 +139,9 @@ class _Resources:
                             gguf_file=model.model_args.get("gguf_file"), seed=self.config.seed,
                             **checkpoint.finetune_settings())
         try:
-            finetune(ft, resume=True)  # finished: returns at once; interrupted: resumes
+            # finished: returns at once; interrupted: resumes. The run folder's lock covers it (--models shares
+            # never train the same checkpoint: checkpoints are per model)
+            finetune(ft, resume=True, lock=False)
         except Exception as error:
             self.errors[key] = f"{type(error).__name__}: {error}"
             raise
@@ -248,16 +255,28 @@ def _write_cell(folder: Path, meta: dict, result: dict | None = None, samples: l
 
 
 def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_failed: bool = True,
-             models: list[str] | None = None, experiments: list[str] | None = None) -> GridRun:
+             models: list[str] | None = None, experiments: list[str] | None = None, wait: bool = False) -> GridRun:
     """Run every unfinished cell of ``config`` under ``out`` (see the module docstring).
 
-    ``models``: run only these models' cells (one process per GPU, same ``out``); ``experiments``: only these
-    experiments' cells (the cheap ones first, say). ``grid.json`` still lists every cell, so the report covers
-    them all (the others as pending).
+    ``models``: run only these models' cells; ``experiments``: only these experiments' cells (the cheap ones
+    first, say). ``grid.json`` still lists every cell, so the report covers them all (the others as pending).
+    One process at a time per run folder (or per ``models`` share of it, so one process per GPU can each run
+    their own models): another one refuses (``FolderBusyError``) or, with ``wait``, waits. A full disk stops
+    the run with ``DiskFullError``; the finished cells are kept.
     """
+    from lm_eval_kinject.faults import folder_lock
+
+    part = "models-" + "+".join(sorted(models)) if models else None
+    with folder_lock(Path(out), "kinject grid", wait=wait, part=part):
+        return _run_grid(config, Path(out), show_progress, retry_failed, models, experiments)
+
+
+def _run_grid(config: GridConfig, out: Path, show_progress: bool, retry_failed: bool, models: list[str] | None,
+              experiments: list[str] | None) -> GridRun:
     from tqdm import tqdm
 
     from lm_eval_kinject.errors import ConfigError, did_you_mean
+    from lm_eval_kinject.faults import DiskFullError, disk_full, disk_full_error
 
     for option, names, known in (("--models", models, config.models), ("--experiments", experiments,
                                                                         config.experiments)):
@@ -302,13 +321,22 @@ def run_grid(config: GridConfig, out: Path, show_progress: bool = True, retry_fa
             except KeyboardInterrupt:
                 raise
             except Exception as error:  # noqa: BLE001 - recorded, reported, retried on the next run
+                if isinstance(error, DiskFullError):  # says which file and how much it needs
+                    raise
+                if disk_full(error):  # every later cell would fail too, and so would recording this one
+                    raise disk_full_error(out, f"cell {key} ({cell.model} {cell.arm} {cell.task})") from None
                 logger.error("grid: cell %s (%s %s %s) failed: %s", key, cell.model, cell.arm, cell.task, error)
                 _write_cell(out / "cells" / key, {**meta, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                                   "traceback": traceback.format_exc()[-4000:]})
                 run.failed.append(key)
             else:
                 meta.update(status="done", seconds=round(time.perf_counter() - cell_started, 1))
-                _write_cell(out / "cells" / key, meta, result, samples)
+                try:
+                    _write_cell(out / "cells" / key, meta, result, samples)
+                except OSError as error:
+                    if disk_full(error):
+                        raise disk_full_error(out, f"the results of cell {key}") from None
+                    raise
                 run.done.append(key)
             bar.update(1)
     run.seconds = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """``kinject report``: a grid run folder -> tables (md, CSV, LaTeX), figures (PNG, SVG), paired tests.
 
     OUT/report.md            every table, the paired tests, the figures, failed cells
-    OUT/report.json          every cell (accuracy, interval, recall, forgetting) and every test
+    OUT/report.json          every cell (accuracy, interval, recall, forgetting, per-question correctness) and
+                             every test; ``kinject compare`` reads it
     OUT/table_EXPERIMENT.tex one LaTeX table per experiment;  OUT/cells.csv  one line per cell
     OUT/figure2.{png,svg}    OUT/figure4_EXPERIMENT.{png,svg}
     OUT/budget_EXPERIMENT.{png,svg}   accuracy vs training tokens, for an experiment with a sweep
@@ -120,6 +121,9 @@ def write_report(run: Path, out: Path, seed: int = 0, experiments: list[str] | N
     for e in entries:
         item = {k: v for k, v in asdict(e).items() if k != "per_question"}
         item["label"] = e.label
+        if e.status == "done":  # what `kinject compare` pairs on
+            item["per_question"] = {k: e.per_question[k] for k in ("question_id", "doc_id", "correct")
+                                    if k in e.per_question}
         if e.role == "main" and e.status == "done" and (base := bases.get((e.experiment, e.row))):
             item.update(known_unknown(e.per_question, base.per_question))
         if e.role == "main" and (f := lost.get((e.experiment, e.model, e.arm))):
