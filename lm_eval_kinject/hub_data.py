@@ -212,8 +212,13 @@ def is_dataset_folder(path: Path) -> bool:
                                                 else "", flags=re.M) is not None
 
 
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".md", ".html", ".xml", ".bz2", ".parquet", ".yaml", ".yml")
+
+
 def _looks_like_hub_id(value: str) -> bool:
-    return bool(_HUB_ID.match(value)) and not Path(value).exists()
+    """owner/name, not a local path, and not a file name (``data/chunks.jsonl`` is a missing file, not a repo)."""
+    return (bool(_HUB_ID.match(value)) and not Path(value).exists()
+            and not value.lower().endswith(_FILE_SUFFIXES))
 
 
 def is_dataset(value: str | Path) -> bool:
@@ -284,7 +289,8 @@ def _materialise(value: str | Path, what: str) -> Path:
     try:
         available = datasets.get_dataset_config_names(str(value))
     except Exception as error:  # offline, unknown repo, unreadable card: one line
-        raise DataError(f"{what} {str(value)!r}: cannot read the dataset's configs ({type(error).__name__}: "
+        where = "" if Path(str(value)).expanduser().is_dir() else "no such local folder, and "
+        raise DataError(f"{what} {str(value)!r}: {where}cannot read the dataset's configs ({type(error).__name__}: "
                         f"{' '.join(str(error).split())[:200]})") from None
     if "questions" not in available and "corpus" not in available:
         raise DataError(f"{what} {str(value)!r}: a dataset without 'questions' or 'corpus' configs (it has "

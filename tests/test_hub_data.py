@@ -140,7 +140,8 @@ def test_a_missing_dataset_is_one_line():
     from lm_eval_kinject.errors import DataError
     from lm_eval_kinject.questions import load_fictional
 
-    with pytest.raises(DataError, match=r"dataset_path 'nobody/nothing': cannot read the dataset's configs"):
+    with pytest.raises(DataError, match=r"dataset_path 'nobody/nothing': no such local folder, and cannot read the "
+                                        r"dataset's configs"):
         load_fictional(dataset_path="nobody/nothing")
     with pytest.raises(DataError, match=r"dataset_path='/no/such/place': no such directory"):
         load_fictional(dataset_path="/no/such/place")
