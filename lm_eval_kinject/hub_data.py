@@ -246,19 +246,10 @@ def read_config(source: str | Path, config: str) -> list[dict]:
     """The rows of one config of a dataset folder or Hub id (``datasets.load_dataset``); DataError in one line."""
     import datasets
 
-    spec = _BY_NAME[config]
     try:
-        data = datasets.load_dataset(str(source), config, split=spec.split)
-    except ValueError as error:
-        if "BuilderConfig" in str(error) or "config" in str(error).lower():
-            raise DataError(f"{source}: no {config!r} config in this dataset") from None
-        raise DataError(f"{source}: cannot load config {config!r} ({' '.join(str(error).split())[:200]})") from None
-    except (ConnectionError, OSError) as error:
-        raise DataError(f"{source}: cannot load the dataset ({type(error).__name__}: "
-                        f"{' '.join(str(error).split())[:200]}); offline? Export it with `kinject export` and "
-                        "pass the folder") from None
-    except Exception as error:  # datasets raises its own hub/offline errors (DatasetNotFoundError, ...)
-        raise DataError(f"{source}: cannot load the dataset ({type(error).__name__}: "
+        data = datasets.load_dataset(str(source), config, split=_BY_NAME[config].split)
+    except Exception as error:  # no such config, offline, the Hub's own errors: the same one line
+        raise DataError(f"{source}: cannot load config {config!r} ({type(error).__name__}: "
                         f"{' '.join(str(error).split())[:200]})") from None
     return data.to_list()
 
