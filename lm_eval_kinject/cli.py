@@ -454,6 +454,8 @@ def fictional_generate(out, seed, events, paraphrases, asked, practice_events) -
 @click.option("--work", "work", type=click.Path(path_type=Path), hidden=True)  # the option's old name
 @click.option("--quick", is_flag=True,
               help="A smaller version (8 events; FT-reg, FT-par N=2, FT-RAFT; no FT+RAG, no control task).")
+@click.option("--world", "world_source", help="Run on this world instead of generating one: a world folder (`kinject "
+              "fictional generate`), its dataset folder (`kinject export`) or a Hub dataset id.")
 @click.option("--events", type=click.IntRange(4, 280), help="Events in the world (default 20; --quick: 8).")
 @click.option("--practice-events", "practice_events", type=click.IntRange(0, 276),
               help="Events outside the world whose QA pairs FT-RAFT / FT-mix train on, never scored (default 30; "
@@ -474,7 +476,7 @@ def fictional_generate(out, seed, events, paraphrases, asked, practice_events) -
               "default: MMLU anatomy cloze when $KINJECT_MMLU_DIR is set or the Hub is reachable).")
 @click.option("--no-control", is_flag=True, help="Measure no forgetting.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The world and every seed.")
-def demo(out, work, quick, events, practice_events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes,
+def demo(out, work, quick, world_source, events, practice_events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes,
          retriever, k, limit, control_tasks, no_control, seed) -> None:
     """The paper's comparison on a fictional world, offline, on the embedded model and embedder.
 
@@ -498,7 +500,8 @@ def demo(out, work, quick, events, practice_events, n_paraphrases, arms, method,
                                      param_hint="--n-paraphrases") from None
     finetune = {k: v for k, v in {"method": method, "learning_rate": learning_rate, "epochs": epochs,
                                   "fact_passes": fact_passes}.items() if v is not None}
-    config = with_options(config, out=out, events=events, practice_events=practice_events, n_paraphrases=ns,
+    config = with_options(config, out=out, world_source=world_source, events=events, practice_events=practice_events,
+                          n_paraphrases=ns,
                           retriever=retriever, k=k, limit=limit,
                           seed=seed, finetune=finetune,
                           arms=tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else None,

@@ -62,11 +62,14 @@ class DemoConfig:
     limit: int | None = None  # questions evaluated per cell (None: all)
     control_tasks: tuple[str, ...] | None = None  # None: the MMLU anatomy cloze task when MMLU data is at hand
     seed: int = 0
+    # A world made elsewhere instead of generating one: a world folder (`kinject fictional generate`), its dataset
+    # folder (`kinject export`) or a Hub dataset id; ``world``'s settings are then unused.
+    world_source: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
         most = max(self.n_paraphrases, default=0)
-        if most + 1 > self.world.paraphrases:
+        if most + 1 > self.world.paraphrases and self.world_source is None:
             problems.append(f"--n-paraphrases {most} needs a world with at least {most + 1} paraphrases per chunk "
                             f"(one is held out for validation); it has {self.world.paraphrases}")
         if any(n < 1 for n in self.n_paraphrases):
@@ -77,7 +80,7 @@ class DemoConfig:
         if self.k < 1:
             problems.append(f"k={self.k}: expected a positive integer")
         asking = [a for a in self.arms if a in ARMS and ARMS[a].uses_qa_data]
-        if asking and not self.world.practice_events:
+        if asking and not self.world.practice_events and self.world_source is None:
             what = "the QA pairs (ft-ctl: the documents)" if "ft-ctl" in asking else "the QA pairs"
             problems.append(f"--arms {','.join(asking)}: train on {what} of practice events; "
                             "--practice-events 0 gives them none (use 4 or more)")
@@ -113,34 +116,77 @@ def demo_grid(config: DemoConfig, world: Path) -> dict:
 
     One experiment, ``fictional``: the paper's Table 2 and Figure 4, and mixed training beside them,
     every arm scored on every question. The arms that train on QA pairs (FT-RAFT, FT-mix) take them
-    from the world's practice events (``qa_practice``), whose facts no question asks.
+    from the world's practice events (``qa_practice``), whose facts no question asks. ``world`` is the world's
+    JSONL folder; a ``config.world_source`` that is a dataset (folder or Hub id) is named in the config instead,
+    so the config reads the dataset as given.
     """
+    from lm_eval_kinject.hub_data import is_dataset
     from lm_eval_kinject.questions import MMLU_DIR_ENV
 
     world = Path(world).resolve()
-    metadata = {"fictional_dir": str(world)}
+    source = config.world_source
+    if source is not None and Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())
+    dataset = source if source is not None and is_dataset(source) else None
+
+    def data(file: str) -> str:  # one file of the world, or the dataset that holds it
+        return dataset or str(world / file)
+
+    metadata = {"fictional_dir": dataset or str(world)}
     if os.environ.get(MMLU_DIR_ENV):
         metadata["mmlu_dir"] = str(Path(os.environ[MMLU_DIR_ENV]).resolve())
     arms = [ARMS[a] for a in config.arms]
     common = {"tasks": [TASK], "kb": "world", "control_tasks": list(_control_tasks(config))}
     if config.n_paraphrases and any(a.paraphrase_counts != "none" for a in arms):
-        common.update(paraphrases=str(world / "paraphrases.jsonl"), n_paraphrases=list(config.n_paraphrases))
+        common.update(paraphrases=data("paraphrases.jsonl"), n_paraphrases=list(config.n_paraphrases))
     if config.limit is not None:
         common["limit"] = config.limit
-    title = f"Fictional world ({config.world.events} events, seed {config.world.seed})"
+    title = (f"Fictional world ({config.world.events} events, seed {config.world.seed})" if source is None
+             else f"Fictional world from {source}")
     experiment = {"title": title, "arms": [a.name for a in arms], **common}
     if any(a.uses_qa_data for a in arms):
-        experiment.update(qa_practice=str(world / "practice_questions.jsonl"),
-                          qa_practice_chunks=str(world / "practice_chunks.jsonl"))
+        experiment.update(qa_practice=data("practice_questions.jsonl"),
+                          qa_practice_chunks=data("practice_chunks.jsonl"))
     experiments = {EXPERIMENT: experiment}
     return {"seed": config.seed,
             "models": {config.model: {"pretrained": config.model}},
-            "knowledge_bases": {"world": {"sources": [str(world / "chunks.jsonl")]}},
+            "knowledge_bases": {"world": {"sources": [data("chunks.jsonl")]}},
             "task_metadata": metadata,
             "retrieval": {"retriever": config.retriever, "k": config.k},
             "finetune": dict(config.finetune),
             "lm_eval": {"batch_size": config.batch_size, "device": "cpu"},
             "experiments": experiments}
+
+
+def _given_world(config: DemoConfig) -> Path:
+    """``config.world_source`` as a JSONL world folder, checked against what the arms need (one line each)."""
+    from lm_eval_kinject.hub_data import data_folder
+    from lm_eval_kinject.records import read_jsonl
+
+    source = config.world_source
+    folder = data_folder(source, what="--world")
+    problems = []
+    for file in ("chunks.jsonl", "questions.jsonl"):
+        if not (folder / file).is_file():
+            problems.append(f"no {file}")
+    arms = [ARMS[a] for a in config.arms]
+    most = max(config.n_paraphrases, default=0)
+    if any(a.paraphrase_counts != "none" for a in arms) and most:
+        path = folder / "paraphrases.jsonl"
+        counts = [len(r["paraphrases"]) for _, r in read_jsonl(path, {"chunk_id": str, "paraphrases": list})] \
+            if path.is_file() else []
+        if not counts or min(counts) < most + 1:
+            has = f"as few as {min(counts)}" if counts else "none"
+            problems.append(f"--n-paraphrases {most} needs at least {most + 1} paraphrases per chunk (one is held "
+                            f"out for validation); the world has {has}")
+    asking = [a.name for a in arms if a.uses_qa_data]
+    missing = [f for f in ("practice_questions.jsonl", "practice_chunks.jsonl") if not (folder / f).is_file()]
+    if asking and missing:
+        problems.append(f"--arms {','.join(asking)} train on practice events; the world has no {' or '.join(missing)} "
+                        "(generate it with --practice-events, or leave those arms out with --arms)")
+    if problems:
+        raise ConfigError(f"kinject demo --world {source}: " + "; ".join(problems))
+    return folder
 
 
 def _world(config: DemoConfig, out: Path) -> Path:
@@ -171,8 +217,9 @@ def run_demo(config: DemoConfig, show_progress: bool = True):
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not ours):
         raise ConfigError(f"{out} exists and is not a demo run folder (no demo.yaml); refusing to write into it: "
                           "choose another --out")
+    given = _given_world(config) if config.world_source is not None else None  # refused before OUT is made
     out.mkdir(parents=True, exist_ok=True)
-    world = _world(config, out)
+    world = given or _world(config, out)
     header = ("# kinject demo's grid: re-run with `kinject grid THIS_FILE --out THIS_FOLDER` (same cells),\n"
               "# or copy it as a start for your own.\n")
     config_path = write_text_atomic(out / "demo.yaml", header + yaml.safe_dump(demo_grid(config, world),
@@ -187,6 +234,10 @@ def with_options(config: DemoConfig, **options) -> DemoConfig:
     """``config`` with the CLI's options applied (None: keep); the world grows to fit the paraphrase counts."""
     options = {k: v for k, v in options.items() if v is not None}
     world_options = {k: options.pop(k) for k in ("events", "practice_events") if k in options}
+    if world_options and options.get("world_source"):
+        raise ConfigError(f"kinject demo: --world {options['world_source']} is a world already made; "
+                          f"{' and '.join('--' + k.replace('_', '-') for k in world_options)} "
+                          f"{'describes' if len(world_options) == 1 else 'describe'} one to generate")
     if "seed" in options:
         world_options["seed"] = options["seed"]
     ns = options.get("n_paraphrases", config.n_paraphrases)

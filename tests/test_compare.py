@@ -127,7 +127,9 @@ def test_a_cell_missing_from_the_new_run_is_listed(tmp_path):
     new = _write_run(tmp_path / "b", {"base": _correct(50)})
     result = compare_runs(baseline, new)
     assert result.only_baseline == ["x · m · base+rag · t"] and len(result.cells) == 1
-    assert "Finished in the baseline only" in comparison_markdown(result)
+    summary = comparison_markdown(result)
+    assert "Finished in the baseline only (failed, pending or missing in the new run): 1 cell(s)" in summary
+    assert "\n- x · m · base+rag · t\n" in summary
 
 
 def test_the_example_workflow_steps_gate_as_documented(tmp_path):

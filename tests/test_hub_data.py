@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -134,6 +135,41 @@ experiments:
     assert _jsonl(experiment.qa_practice) == _jsonl(world / "practice_questions.jsonl")
     result = invoke_kinject(["kb", "build", str(world_dataset), "--out", str(tmp_path / "kb")])
     assert result.exit_code == 0 and "8 chunks" in result.output.replace("\n", " "), result.output
+
+
+def test_the_demo_runs_on_a_world_shared_as_a_dataset(world, world_dataset, tmp_path):
+    """`kinject demo --world DATASET`: the demo's grid reads the dataset as given (no world generated), and scores
+    the same questions as on the world's own folder; a world that lacks what the arms need is one line."""
+    from lm_eval_kinject.demo import DemoConfig, demo_grid, with_options
+    from lm_eval_kinject.fictional import FictionalConfig, write_world
+
+    grid = demo_grid(with_options(DemoConfig(), world_source=str(world_dataset), n_paraphrases=(1,)), world)
+    experiment = grid["experiments"]["fictional"]
+    assert grid["knowledge_bases"]["world"]["sources"] == [str(world_dataset)]
+    assert experiment["paraphrases"] == experiment["qa_practice"] == str(world_dataset)
+    assert grid["task_metadata"]["fictional_dir"] == str(world_dataset)
+
+    out = tmp_path / "demo"
+    args = ["demo", "--world", str(world_dataset), "--arms", "base,base+rag", "--limit", "8", "--no-control",
+            "--out", str(out)]
+    result = invoke_kinject(args)
+    assert result.exit_code == 0, result.output
+    assert not (out / "world").exists() and str(world_dataset) in (out / "demo.yaml").read_text()
+    cells = {c["arm"]: c for c in json.loads((out / "report.json").read_text())["cells"]}
+    assert set(cells) == {"base", "base+rag"} and all(c["n"] == 8 for c in cells.values())
+    assert cells["base+rag"]["per_question"]["doc_id"] == list(range(8))
+    assert cells["base+rag"]["acc"] > cells["base"]["acc"]  # the KB read from the dataset answers the questions
+
+    bare = write_world(FictionalConfig(events=4, paraphrases=1), tmp_path / "bare")
+    refused = invoke_kinject(["demo", "--world", str(bare), "--out", str(tmp_path / "d2")])
+    assert refused.exit_code != 0 and re.search(
+        r"--world .*bare: --n-paraphrases 3 needs at least 4 paraphrases per chunk .*the world has as few as 1; "
+        r"--arms ft-raft,ft-ctl,ft-raft\+rag train on practice events; the world has no practice_questions.jsonl",
+        " ".join(refused.output.split())), refused.output
+    refused = invoke_kinject(["demo", "--world", str(world_dataset), "--events", "5", "--out", str(tmp_path / "d3")])
+    assert refused.exit_code != 0 and "is a world already made; --events describes one to generate" in \
+        " ".join(refused.output.split()), refused.output
+    assert not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
 
 
 def test_a_missing_dataset_is_one_line():

@@ -1,14 +1,19 @@
 """Every command the README shows parses as written: each ``kinject`` line through its click command (options,
 arguments, choices), each ``lm_eval`` line through lm-eval's own argument parser, with the models and tasks it names
-known. Paths a reader creates first (``kb/ce``, ``runs/...``) are the only thing not checked."""
+known. Paths a reader creates first (``kb/ce``, ``runs/...``) are the only thing not checked there. The lines that need
+no checkpoint, no API key and no hours are also run as written, in a folder beside ``../shared`` as a reader's clone
+is."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
 
 import click
 import pytest
-from kinject_testing import REPO
+from kinject_testing import BIN, REPO, SHARED_DATA
 
 
 def _commands(prefix: str) -> list[list[str]]:
@@ -62,3 +67,51 @@ def test_lm_eval_lines_parse_with_known_models_and_tasks(argv):
     asked = {name for item in parsed.tasks for name in item.split(",")}
     unknown = asked - set(task_manager({}).all_tasks)
     assert not unknown, f"{argv}: unknown task(s) {sorted(unknown)}"
+
+
+# The README lines run as written: the KB, its evaluation and a reranked search, a world, its export, the contrib
+# folder (with its results table), and the two lm_eval lines that need no checkpoint. The others need a checkpoint
+# (finetune: ~30 min), an API key (paraphrase), hours (demo, grid) or a run folder they make; their commands are
+# run by their own tests.
+RUN_AS_WRITTEN = {("kb", "build"), ("kb", "eval"), ("kb", "search"), ("fictional", "generate"), ("export",),
+                  ("contrib",)}
+
+
+def test_the_readme_lines_that_need_no_checkpoint_run_as_written(tmp_path):
+    work, shared = tmp_path / "clone", tmp_path / "shared"
+    work.mkdir()
+    shared.symlink_to(SHARED_DATA.parent, target_is_directory=True)  # ../shared/data as beside a clone
+
+    def run(argv: list[str]) -> str:
+        done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=work, env=dict(os.environ), capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
+        return done.stdout + done.stderr
+
+    ran = {}
+    for argv in KINJECT:
+        key = next((k for k in RUN_AS_WRITTEN if tuple(argv[1:1 + len(k)]) == k), None)
+        if key:
+            ran[key] = run(argv)
+    assert set(ran) == RUN_AS_WRITTEN, sorted(set(RUN_AS_WRITTEN) - set(ran))
+    assert (work / "kb" / "ce" / "manifest.json").is_file()
+    bm25 = next(line for line in ran[("kb", "eval")].splitlines() if line.startswith("| bm25 | - | question"))
+    assert float(bm25.split("|")[4]) > 0.9, bm25  # recall@1 of the default retriever (0.963 measured)
+    assert "Acapulco" in ran[("kb", "search")]
+    assert (work / "data" / "world" / "questions.jsonl").is_file()
+    assert (work / "datasets" / "world" / "questions" / "test.parquet").is_file()
+    readme = (work / "contrib" / "kinject_fictional" / "README.md").read_text()
+    assert "### Results" in readme and "| kinject_fictional_cloze | SmolLM2-135M-Instruct" in readme
+
+    lines = [argv for argv in LM_EVAL if argv[argv.index("--model") + 1] == "kinject-rag"
+             and "pretrained=" not in " ".join(argv)]
+    assert len(lines) == 2, lines
+    for argv in lines:
+        output = tmp_path / "lm_eval" / str(lines.index(argv))
+        limit = [] if "--limit" in argv else ["--limit", "60"]  # the 324-question line on its first 60: CI time
+        run([*argv, *limit, "--output_path", str(output)])
+        (found,) = output.rglob("results_*.json")
+        results = json.loads(found.read_text())["results"]
+        assert all(0 <= r["acc,none"] <= 1 for r in results.values()), results
+    ce = json.loads(next((tmp_path / "lm_eval" / "1").rglob("results_*.json")).read_text())["results"]
+    assert ce["current_events_cloze"]["acc,none"] > 0.7  # RAG over kb/ce on real questions (0.873 on all 324)
