@@ -100,9 +100,8 @@ class _Resources:
         self.errors: dict[str, str] = {}  # checkpoint hash -> why it could not be trained
 
     def kb(self, name: str):
-        from lm_eval_kinject.kb import KnowledgeBase, is_kb
-
         from lm_eval_kinject.faults import folder_lock
+        from lm_eval_kinject.kb import KnowledgeBase, is_kb
 
         if name not in self.kbs:
             folder = self.out / "kb" / f"{name}-{kb_hash(self.config, name)}"
