@@ -9,14 +9,15 @@ runs them with ``kinject grid``:
 
 - ``again``: the ``rag`` experiment (base and base+rag on all 324 questions), the same cells computed afresh in a
   new folder: two runs of one grid;
-- ``shuffled``: ``injection_cpu``'s base, FT-reg and FT-reg + RAG, except that FT-reg trains on the shuffled copy of
-  the 388 chunks (``train_kb``; retrieval still reads the proper KB). With no arm that trains on QA pairs there is no
-  held-out split, so these cells score all 324 questions and compare pairs them with the proper run's cells on the
-  162 held-out ones (by question id).
+- ``proper``: ``injection_cpu``'s base, FT-reg and FT-reg + RAG on all 324 questions (FT-reg trains on no QA pair, so
+  every question may be scored); the FT-reg checkpoint of ``--proper`` is copied in and reused, not trained again;
+- ``shuffled``: the same cells, except that FT-reg trains on the shuffled copy of the 388 chunks (``train_kb``;
+  retrieval still reads the proper KB).
 
-then ``kinject compare PROPER again`` (expected: exit 0, "no significant change") and ``kinject compare PROPER
-shuffled`` (expected: exit 1, the closed-book FT-reg cell flagged, base not). Prints each command's exit code and
-summary. Time on 2 CPU cores: ~45 min (FT-reg on 2 x 89k tokens ~28 min; seven cells).
+then ``kinject compare PROPER again`` (expected: exit 0, "no significant change") and ``kinject compare OUT/proper
+OUT/shuffled``, 324 questions a cell (expected: exit 1, the damaged FT-reg cells flagged, base not). ``kinject compare
+PROPER shuffled`` is printed too: paired on the 162 held-out questions of ``--proper``'s cells, half the power.
+Time on 2 CPU cores: ~52 min (FT-reg on 2 x 89k tokens ~31 min; twelve cells).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -54,9 +56,10 @@ def shuffle_words(source: Path, target: Path, seed: int = 0) -> int:
     return len(lines)
 
 
-def config(experiment: str, arms: list[str], train_kb: dict | None = None) -> dict:
+def config(experiment: str, arms: list[str], train_kb: dict | None = None, all_questions: bool = False) -> dict:
     """``configs/current_events.yaml`` reduced to one experiment with these arms; with ``train_kb`` the fine-tuned
-    arms train on that KB (and, with no arm that trains on questions, every question is scored)."""
+    arms train on that KB; with ``all_questions`` (or ``train_kb``: no arm here trains on questions) every question
+    is scored."""
     spec = yaml.safe_load((REPO / "configs" / "current_events.yaml").read_text(encoding="utf-8"))
     spec["vars"]["data"] = str(SHARED)
     chosen = {**spec["experiments"][experiment], "arms": arms}
@@ -65,9 +68,18 @@ def config(experiment: str, arms: list[str], train_kb: dict | None = None) -> di
     if train_kb:
         spec["knowledge_bases"]["shuffled"] = train_kb
         chosen["train_kb"] = "shuffled"
+    if train_kb or all_questions:
         chosen.pop("qa", None)
         chosen.pop("qa_split", None)
     return spec
+
+
+def _link(source: str, target: str) -> None:
+    """A hard link where the file system allows it (a checkpoint is read, never written, by the cells), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def kinject(*args: str) -> subprocess.CompletedProcess:
@@ -88,20 +100,28 @@ def main() -> None:
     shuffled = args.out / "shuffled_chunks.jsonl"
     n = shuffle_words(SHARED / "current_events_v2" / "chunks.jsonl", shuffled, args.seed)
     print(f"{shuffled}: {n} chunks, words shuffled (seed {args.seed})")
+    arms = ["base", "ft-reg", "ft-reg+rag"]
     runs = {"again": config("rag", ["base", "base+rag"]),
-            "shuffled": config(EXPERIMENT, ["base", "ft-reg", "ft-reg+rag"], {"sources": [str(shuffled.resolve())]})}
-    summary = {}
+            "proper": config(EXPERIMENT, arms, all_questions=True),
+            "shuffled": config(EXPERIMENT, arms, {"sources": [str(shuffled.resolve())]})}
+    # the proper FT-reg checkpoint is the same training run (checkpoints are keyed by what they train on): reuse it
+    for checkpoint in (args.proper / "checkpoints").glob("*"):
+        if not (args.out / "proper" / "checkpoints" / checkpoint.name).exists():
+            shutil.copytree(checkpoint, args.out / "proper" / "checkpoints" / checkpoint.name, copy_function=_link)
+    summary, grid_s = {}, {}
     for name, spec in runs.items():
         path = args.out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         start = time.perf_counter()
         if kinject("grid", str(path), "--out", str(args.out / name)).returncode != 0:
             raise SystemExit(f"kinject grid {path} failed")
-        grid_s = time.perf_counter() - start
-        result = kinject("compare", str(args.proper), str(args.out / name), "--json", str(args.out / f"{name}.json"))
+        grid_s[name] = round(time.perf_counter() - start)
+    for name, baseline, new in (("again", args.proper, "again"), ("shuffled_heldout", args.proper, "shuffled"),
+                                ("shuffled", args.out / "proper", "shuffled")):
+        result = kinject("compare", str(baseline), str(args.out / new), "--json", str(args.out / f"{name}.json"))
         print(result.stdout, result.stderr, sep="")
         cells = json.loads((args.out / f"{name}.json").read_text())["cells"] if result.returncode != 2 else []
-        summary[name] = {"grid_s": round(grid_s), "exit": result.returncode,
+        summary[name] = {"grid_s": grid_s[new], "exit": result.returncode,
                          "flagged": [c["key"] for c in cells if c["verdict"] == "drop"],
                          "cells": {c["key"]: [round(c["acc_baseline"], 3), round(c["acc_new"], 3),
                                               float(f"{c['p_holm']:.3g}")] for c in cells}}

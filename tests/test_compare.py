@@ -58,7 +58,8 @@ def test_a_real_drop_fails_the_gate_and_noise_does_not(tmp_path):
     result = CliRunner().invoke(main, ["compare", str(baseline), str(new), "--summary", str(summary),
                                        "--json", str(tmp_path / "cmp.json")])
     assert result.exit_code == 1, result.output
-    assert "**1 cell(s) dropped significantly** (Holm-corrected p < 0.05 over 3 cells)" in result.output
+    assert ("**1 cell(s) dropped significantly** (Holm-corrected p < 0.05 over the 1 cell(s) that could reach it; "
+            "2 with too few questions changed to be testable)") in result.output
     data = json.loads((tmp_path / "cmp.json").read_text())
     verdicts = {c["key"].split(" · ")[2]: c for c in data["cells"]}
     assert verdicts["ft-reg"]["verdict"] == "drop" and verdicts["ft-reg"]["only_baseline"] == 20
@@ -73,15 +74,35 @@ def test_a_real_drop_fails_the_gate_and_noise_does_not(tmp_path):
 def test_a_drop_significant_alone_is_not_after_holm(tmp_path):
     from lm_eval_kinject.report.compare import compare_runs
 
-    # 7 lost, 0 won: exact McNemar p = 0.0156 alone; Holm across 4 cells multiplies the smallest by 4 -> 0.0625
+    # 7 lost, 0 won: exact McNemar p = 0.0156 alone; Holm across 4 cells multiplies the smallest by 4 -> 0.0625.
+    # The other three cells each swap 3 right answers for 3 others: 6 changed questions, testable (their best
+    # possible p, 6 to 0, is 0.031), so they count in the correction
     arms = {"base": _correct(50), "ft-reg": _correct(50), "ft-par": _correct(50), "ft-raft": _correct(50)}
     baseline = _write_run(tmp_path / "a", arms)
-    new = _write_run(tmp_path / "b", {**arms, "ft-reg": _correct(43)})
+    swapped = [1] * 47 + [0] * 3 + [1] * 3 + [0] * 47
+    new = _write_run(tmp_path / "b", {"base": swapped, "ft-reg": _correct(43), "ft-par": swapped, "ft-raft": swapped})
     result = compare_runs(baseline, new)
     cell = next(c for c in result.cells if " ft-reg " in f" {c.key} ")
     assert cell.p_value == pytest.approx(2 * 0.5 ** 7) and cell.p_holm == pytest.approx(4 * 2 * 0.5 ** 7)
     assert not result.drops
     assert compare_runs(baseline, new, alpha=0.1).drops  # at alpha 0.1 it is flagged
+
+
+def test_unchanged_cells_do_not_weaken_the_gate(tmp_path):
+    """Tarone: a cell that cannot reach p < alpha (identical in both runs, or only 5 questions changed) is left out of the
+    Holm correction, so a grid of many unchanged cells still catches the one that dropped."""
+    from lm_eval_kinject.report.compare import compare_runs, comparison_markdown
+
+    arms = {f"ft-par{i}": _correct(50) for i in range(1, 11)}
+    baseline = _write_run(tmp_path / "a", arms)
+    five = _correct(45)  # 5 questions lost, none won: p = 0.0625, the best 5 changed questions can give
+    new = _write_run(tmp_path / "b", {**arms, "ft-par1": _correct(43), "ft-par2": five})
+    result = compare_runs(baseline, new)
+    cells = {c.key.split(" · ")[2]: c for c in result.cells}
+    assert [c.key.split(" · ")[2] for c in result.tested] == ["ft-par1"] and not cells["ft-par2"].testable
+    assert cells["ft-par1"].p_holm == cells["ft-par1"].p_value == pytest.approx(2 * 0.5 ** 7)
+    assert [c.key.split(" · ")[2] for c in result.drops] == ["ft-par1"]
+    assert "| n/a |" in comparison_markdown(result) and "9 with too few questions changed" in comparison_markdown(result)
 
 
 def test_cells_pair_by_question_id_not_by_position(tmp_path):

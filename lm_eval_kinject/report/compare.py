@@ -4,8 +4,12 @@ Each finished cell of NEW is paired with the baseline's cell of the same experim
 fine-tuning budget, question by question (by the questions' own ids when both cells have them). Per cell: both
 accuracies, the questions won by one run only, the exact McNemar p, and the paired bootstrap interval of NEW minus
 BASELINE. Across the cells the p-values are Holm-corrected (Holm 1979, step-down: controls the chance of any false
-alarm at ``alpha`` however many cells a grid has, and is never weaker than Bonferroni). A cell *dropped* when NEW is
-below the baseline and its corrected p is below ``alpha``.
+alarm at ``alpha`` however many cells a grid has, and is never weaker than Bonferroni). Only the cells that could reach
+p < ``alpha`` at all count in the correction (Tarone 1990, for discrete tests): a cell whose runs disagree on fewer
+than 6 questions (none, for a deterministic cell that did not change) has no split with exact McNemar p < 0.05, can
+never be flagged, and would otherwise weaken the gate for every other cell. The exact McNemar test conditions on
+each cell's disagreeing questions, so leaving those cells out keeps the chance of any false alarm at ``alpha``. A
+cell *dropped* when NEW is below the baseline and its corrected p is below ``alpha``.
 
 A committed expectations file (``kinject report --expect``) checks numbers on one machine; this compares two runs
 wherever they were made: a log-likelihood tie that moves on other hardware flips a question or two, which no test
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_kinject.errors import DataError
-from lm_eval_kinject.report.stats import align, mcnemar, paired_bootstrap_ci
+from lm_eval_kinject.report.stats import align, mcnemar, paired_bootstrap_ci, significant_gap
 
 __all__ = ["CellComparison", "Comparison", "load_cells", "compare_runs", "holm", "comparison_markdown"]
 
@@ -40,6 +44,7 @@ class CellComparison:
     p_holm: float
     diff_ci: tuple[float, float]
     verdict: str  # "drop", "gain" or "same"
+    testable: bool = True  # could reach p < alpha (enough disagreeing questions); only these are Holm-corrected
 
     @property
     def diff(self) -> float:
@@ -62,6 +67,10 @@ class Comparison:
     @property
     def gains(self) -> list[CellComparison]:
         return [c for c in self.cells if c.verdict == "gain"]
+
+    @property
+    def tested(self) -> list[CellComparison]:
+        return [c for c in self.cells if c.testable]
 
     def to_dict(self) -> dict:
         return {"baseline": self.baseline, "new": self.new, "alpha": self.alpha, "correction": "holm",
@@ -143,24 +152,29 @@ def compare_runs(baseline: Path, new: Path, alpha: float = DEFAULT_ALPHA, seed: 
             raise DataError(f"{key}: the two runs scored no question in common (different question sets?)")
         test = mcnemar(x_new, x_old)
         rows.append((key, x_old, x_new, test, paired_bootstrap_ci(x_new, x_old, seed=seed)))
-    adjusted = holm([r[3]["p_value"] for r in rows])
+    testable = [significant_gap(r[3]["only_a"] + r[3]["only_b"], alpha) is not None for r in rows]
+    adjusted = iter(holm([r[3]["p_value"] for r, t in zip(rows, testable) if t]))
     cells = []
-    for (key, x_old, x_new, test, ci), p_holm in zip(rows, adjusted):
+    for (key, x_old, x_new, test, ci), can in zip(rows, testable):
+        p_holm = next(adjusted) if can else 1.0
         acc_old, acc_new = sum(x_old) / len(x_old), sum(x_new) / len(x_new)
         verdict = "same" if p_holm >= alpha or acc_new == acc_old else ("drop" if acc_new < acc_old else "gain")
         cells.append(CellComparison(key, len(x_old), acc_old, acc_new, test["only_b"], test["only_a"],
-                                    test["p_value"], p_holm, ci, verdict))
+                                    test["p_value"], p_holm, ci, verdict, can))
     return Comparison(str(baseline), str(new), alpha, cells, sorted(set(old_cells) - set(new_cells)),
                       sorted(set(new_cells) - set(old_cells)))
 
 
 def comparison_markdown(result: Comparison) -> str:
     """A summary for a person on the CI page (``$GITHUB_STEP_SUMMARY`` renders it)."""
+    tested, left = len(result.tested), len(result.cells) - len(result.tested)
+    scope = f"over the {tested} cell(s) that could reach it" + (
+        f"; {left} with too few questions changed to be testable" if left else "")
     if result.drops:
-        head = (f"**{len(result.drops)} cell(s) dropped significantly** (Holm-corrected p < {result.alpha} over "
-                f"{len(result.cells)} cells)")
+        head = f"**{len(result.drops)} cell(s) dropped significantly** (Holm-corrected p < {result.alpha} {scope})"
     else:
-        head = f"**No significant change** in {len(result.cells)} cells (Holm-corrected p < {result.alpha})"
+        head = (f"**No significant change** in {len(result.cells)} cells (Holm-corrected p < {result.alpha} "
+                f"{scope})")
     if result.gains:
         head += f"; {len(result.gains)} significant gain(s)"
     mark = {"drop": "🔻 drop", "gain": "gain", "same": ""}
@@ -170,10 +184,11 @@ def comparison_markdown(result: Comparison) -> str:
     for c in sorted(result.cells, key=lambda c: (c.verdict != "drop", c.p_holm)):
         lines.append(f"| {c.key} | {c.n} | {c.acc_baseline:.3f} | {c.acc_new:.3f} | {c.diff:+.3f} "
                      f"[{c.diff_ci[0]:+.3f}, {c.diff_ci[1]:+.3f}] | {c.only_baseline} / {c.only_new} | "
-                     f"{c.p_value:.3g} | {c.p_holm:.3g} | {mark[c.verdict]} |")
+                     f"{c.p_value:.3g} | {f'{c.p_holm:.3g}' if c.testable else 'n/a'} | {mark[c.verdict]} |")
     lines += ["", "*lost / won: questions right in the baseline only / in the new run only. Exact McNemar test on "
-                  "them (two-sided), Holm-corrected across the cells; a cell fails the gate only when it is below "
-                  "the baseline with a corrected p under alpha.*"]
+                  "them (two-sided), Holm-corrected across the cells that could reach p < alpha (n/a: so few "
+                  "questions changed that no result of this cell could be significant; Tarone 1990); a cell fails "
+                  "the gate only when it is below the baseline with a corrected p under alpha.*"]
     for title, keys in (("Finished in the baseline only (failed, pending or missing in the new run)",
                          result.only_baseline), ("Finished in the new run only", result.only_new)):
         if keys:  # folded: a nightly grid run against a baseline with more experiments lists dozens
