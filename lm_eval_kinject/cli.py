@@ -657,7 +657,8 @@ def contrib_(task, out, dataset, results, limit, overwrite) -> None:
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.option("--alpha", default=0.05, show_default=True, type=float,
-              help="Significance level of a drop, Holm-corrected across the cells that could reach it (unchanged cells are left out).")
+              help="Significance level of a drop, Holm-corrected across the cells that could reach it (unchanged "
+                   "cells are left out).")
 @click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Also append the Markdown summary to this file (e.g. \"$GITHUB_STEP_SUMMARY\").")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
