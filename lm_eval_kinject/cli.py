@@ -476,8 +476,8 @@ def fictional_generate(out, seed, events, paraphrases, asked, practice_events) -
               "default: MMLU anatomy cloze when $KINJECT_MMLU_DIR is set or the Hub is reachable).")
 @click.option("--no-control", is_flag=True, help="Measure no forgetting.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The world and every seed.")
-def demo(out, work, quick, world_source, events, practice_events, n_paraphrases, arms, method, learning_rate, epochs, fact_passes,
-         retriever, k, limit, control_tasks, no_control, seed) -> None:
+def demo(out, work, quick, world_source, events, practice_events, n_paraphrases, arms, method, learning_rate, epochs,
+         fact_passes, retriever, k, limit, control_tasks, no_control, seed) -> None:
     """The paper's comparison on a fictional world, offline, on the embedded model and embedder.
 
     Base, RAG, FT-reg, FT-par, FT-RAFT (the documents, plus QA pairs of practice events outside the

@@ -89,8 +89,8 @@ def test_a_drop_significant_alone_is_not_after_holm(tmp_path):
 
 
 def test_unchanged_cells_do_not_weaken_the_gate(tmp_path):
-    """Tarone: a cell that cannot reach p < alpha (identical in both runs, or only 5 questions changed) is left out of the
-    Holm correction, so a grid of many unchanged cells still catches the one that dropped."""
+    """Tarone: a cell that cannot reach p < alpha (identical in both runs, or only 5 questions changed) is left out of
+    the Holm correction, so a grid of many unchanged cells still catches the one that dropped."""
     from lm_eval_kinject.report.compare import compare_runs, comparison_markdown
 
     arms = {f"ft-par{i}": _correct(50) for i in range(1, 11)}
@@ -102,7 +102,8 @@ def test_unchanged_cells_do_not_weaken_the_gate(tmp_path):
     assert [c.key.split(" · ")[2] for c in result.tested] == ["ft-par1"] and not cells["ft-par2"].testable
     assert cells["ft-par1"].p_holm == cells["ft-par1"].p_value == pytest.approx(2 * 0.5 ** 7)
     assert [c.key.split(" · ")[2] for c in result.drops] == ["ft-par1"]
-    assert "| n/a |" in comparison_markdown(result) and "9 with too few questions changed" in comparison_markdown(result)
+    summary = comparison_markdown(result)
+    assert "| n/a |" in summary and "9 with too few questions changed" in summary
 
 
 def test_cells_pair_by_question_id_not_by_position(tmp_path):

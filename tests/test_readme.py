@@ -83,8 +83,8 @@ def test_the_readme_lines_that_need_no_checkpoint_run_as_written(tmp_path):
     shared.symlink_to(SHARED_DATA.parent, target_is_directory=True)  # ../shared/data as beside a clone
 
     def run(argv: list[str]) -> str:
-        done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=work, env=dict(os.environ), capture_output=True, text=True,
-                              timeout=900)
+        done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=work, env=dict(os.environ), capture_output=True,
+                              text=True, timeout=900)
         assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
         return done.stdout + done.stderr
 
