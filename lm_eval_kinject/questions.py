@@ -195,8 +195,8 @@ def _test_split(rows: list[dict], metadata: dict, path: Path):
     split = QuestionSplit.from_metadata(metadata)
     if split is not None:
         rows = split[0].select(rows, split[1], source=str(path))
-        logger.info("%s: scoring the %s split (%d questions; fraction %s, seed %d)", path, split[1], len(rows),
-                    split[0].train_fraction, split[0].seed)
+        logger.info("%s: scoring the %s split (%d questions; fraction %s, seed %d%s)", path, split[1], len(rows),
+                    split[0].train_fraction, split[0].seed, ", swapped" if split[0].swap else "")
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 

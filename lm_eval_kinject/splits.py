@@ -11,6 +11,10 @@ The QA text trained on is the cloze task's own prompt and answer::
 
     Question: {question}
     Answer: {correct option}
+
+Cross-fitting: ``swap`` exchanges the two parts. A second model trained on the swapped split's QA pairs is
+scored on the questions the first one trained on, so the two together score every question, each by a model that
+never saw its QA pair (``kinject report`` pools them).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ __all__ = ["QuestionSplit", "PARTS", "qa_text", "METADATA_KEYS"]
 
 PARTS = ("train", "heldout")
 # lm-eval --metadata keys that the current-events and fictional tasks read to score one part.
-METADATA_KEYS = ("question_split", "question_split_fraction", "question_split_seed")
+METADATA_KEYS = ("question_split", "question_split_fraction", "question_split_seed", "question_split_swap")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class QuestionSplit:
     # Half and half: Allen-Zhu & Li (Physics of LMs 3.1) train on the QA of half the individuals.
     train_fraction: float = 0.5
     seed: int = 0
+    swap: bool = False  # the complement: train on the chunks the unswapped split holds out (cross-fitting)
 
     def __post_init__(self) -> None:
         fraction = self.train_fraction
@@ -40,6 +45,12 @@ class QuestionSplit:
             raise ConfigError(f"question split train_fraction={fraction!r}: expected a number in (0, 1)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"question split seed={self.seed!r}: expected an integer >= 0")
+        if not isinstance(self.swap, bool):
+            raise ConfigError(f"question split swap={self.swap!r}: expected true or false")
+
+    def identity(self) -> dict:
+        """The split's settings; ``swap`` only when set, so names made before it existed are kept."""
+        return {"train_fraction": self.train_fraction, "seed": self.seed, **({"swap": True} if self.swap else {})}
 
     def train_chunks(self, chunk_ids) -> frozenset[str]:
         """The chunk ids whose questions are trained on (at least one chunk on each side)."""
@@ -48,7 +59,7 @@ class QuestionSplit:
             raise DataError(f"a question split needs questions about at least 2 chunks; got {len(unique)}")
         random.Random(f"kinject-question-split/{self.seed}").shuffle(unique)
         n_train = min(len(unique) - 1, max(1, round(self.train_fraction * len(unique))))
-        return frozenset(unique[:n_train])
+        return frozenset(unique[n_train:] if self.swap else unique[:n_train])
 
     def select(self, questions: list[dict], part: str, source: str = "questions") -> list[dict]:
         """The questions of ``part`` (``train`` or ``heldout``), in their original order.
@@ -68,7 +79,7 @@ class QuestionSplit:
     def metadata(self, part: str = "heldout") -> dict:
         """The lm-eval ``--metadata`` entries that make a task score ``part`` of its questions."""
         return {"question_split": part, "question_split_fraction": self.train_fraction,
-                "question_split_seed": self.seed}
+                "question_split_seed": self.seed, **({"question_split_swap": True} if self.swap else {})}
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> tuple[QuestionSplit, str] | None:
@@ -78,7 +89,8 @@ class QuestionSplit:
             return None
         if part not in PARTS:
             raise ConfigError(f"--metadata question_split={part!r}: expected one of all, {', '.join(PARTS)}")
-        return cls(metadata.get("question_split_fraction", 0.5), metadata.get("question_split_seed", 0)), part
+        return cls(metadata.get("question_split_fraction", 0.5), metadata.get("question_split_seed", 0),
+                   metadata.get("question_split_swap", False)), part
 
 
 def qa_text(question: dict) -> str:

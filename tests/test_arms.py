@@ -53,6 +53,15 @@ def test_question_split_is_by_chunk_seeded_and_complete():
         split.select([{**questions[0], "chunk_id": ""}, *questions[1:]], "train")
     with pytest.raises(ConfigError, match="train_fraction"):
         QuestionSplit(1.0)
+    # cross-fitting: the swapped split trains on what the split holds out, and holds out what it trains on
+    swapped = QuestionSplit(0.5, seed=7, swap=True)
+    assert swapped.select(questions, "train") == held and swapped.select(questions, "heldout") == train
+    assert swapped.metadata("heldout")["question_split_swap"] is True
+    assert QuestionSplit.from_metadata(swapped.metadata("heldout")) == (swapped, "heldout")
+    # unswapped, nothing new is written: the names of cells and checkpoints made before swap existed are kept
+    assert "question_split_swap" not in split.metadata() and split.identity() == {"train_fraction": 0.5, "seed": 7}
+    with pytest.raises(ConfigError, match="swap='yes': expected true or false"):
+        QuestionSplit(0.5, swap="yes")
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +243,11 @@ def test_mixed_training_fine_tunes_and_records_the_split(world_kb, tmp_path):
     assert data["train_texts"] == 10 + 25 and data["qa_sha256"]
     other = FinetuneConfig(**{**config.to_dict(), "qa_split_seed": 1})
     assert other.run_hash("x") != config.run_hash("x")  # another split is another run
+    swapped = FinetuneConfig(**{**config.to_dict(), "qa_split_swap": True, "out": str(tmp_path / "swapped")})
+    assert swapped.run_hash("x") != config.run_hash("x")
+    swapped_data = finetune(swapped).metadata["data"]  # the other half's pairs: as many here, other ones
+    assert (swapped_data["qa_pairs"], swapped_data["qa_train_chunks"]) == (25, 5)
+    assert swapped_data["texts_fingerprint"] != data["texts_fingerprint"]
     # runs made before qa_layout and practice questions existed keep their identity (hashes of the previous version)
     assert FinetuneConfig(kb="kb", out="out").run_hash("x") == "a4ae43be5a6e82b6"
     raft = FinetuneConfig(kb="kb", out="out", qa="q.jsonl", qa_passages=1.0)
@@ -275,6 +289,8 @@ def test_held_out_split_through_the_task(world_kb):
     held = load_fictional(fictional_dir=str(world), **QuestionSplit(0.5, seed=0).metadata("heldout"))["test"]
     assert len(every) == 50 and len(held) == 25
     assert [r["id"] for r in held] == [q["id"] for q in QuestionSplit(0.5, 0).select(list(every), "heldout")]
+    other = load_fictional(fictional_dir=str(world), **QuestionSplit(0.5, 0, swap=True).metadata("heldout"))["test"]
+    assert len(other) == 25 and not {r["id"] for r in other} & {r["id"] for r in held}
     with pytest.raises(ConfigError, match="question_split"):
         load_fictional(fictional_dir=str(world), question_split="test")
 
@@ -317,7 +333,7 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
     with pytest.raises(ConfigError, match="qa_split: question split train_fraction=2"):
         load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix], qa: world/questions.jsonl, "
                                          "qa_split: {train_fraction: 2}}"))
-    config = load_grid_config(_grid(tmp_path, """\
+    experiment = """\
         tasks: [kinject_fictional_cloze]
         kb: w
         arms: [base, ft-reg, ft-par, ft-mix, ft-mix+rag, ft-raft, ft-raft+rag]
@@ -325,7 +341,8 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
         n_paraphrases: [1, 2]
         qa: world/questions.jsonl
         control_tasks: [kinject_mmlu_cloze_anatomy_0shot]
-        """))
+        """
+    config = load_grid_config(_grid(tmp_path, experiment))
     cells = expand(config)
     main = sorted(c.arm for c in cells if c.role == "main")
     assert main == ["base", "ft-mix2", "ft-mix2+rag", "ft-par1", "ft-par2", "ft-raft2", "ft-raft2+rag", "ft-reg"]
@@ -341,6 +358,18 @@ def test_grid_config_arms_and_mixed_training_errors(world_kb, tmp_path):
                                         "qa_layout": "chunk"}  # its recipe
     assert raft == next(c for c in cells if c.arm == "ft-raft2+rag").checkpoint
     assert len({c.checkpoint for c in cells if c.checkpoint}) == 5  # reg, par1, par2, mix2, raft2
+    # the swapped half (cross-fitting): its own checkpoint for the QA arms, the same one for the others
+    swapped = expand(load_grid_config(_grid(tmp_path, experiment.replace(
+        "control_tasks:", "qa_split: {swap: true}\n        control_tasks:"))))
+    assert all(dict(c.task_metadata)["question_split_swap"] is True for c in swapped if c.role == "main")
+    ours = {c.arm: c.checkpoint for c in cells if c.role == "main"}
+    theirs = {c.arm: c.checkpoint for c in swapped if c.role == "main"}
+    assert theirs["ft-raft2"].finetune_settings() == {**raft.finetune_settings(), "qa_split_swap": True}
+    assert sorted(arm for arm in ours if ours[arm] != theirs[arm]) == ["ft-mix2", "ft-mix2+rag", "ft-raft2",
+                                                                      "ft-raft2+rag"]
+    with pytest.raises(ConfigError, match="qa_split: question split swap='no': expected true or false"):
+        load_grid_config(_grid(tmp_path, "{tasks: [t], kb: w, arms: [ft-mix], qa: world/questions.jsonl, "
+                                         "qa_split: {swap: 'no'}}"))
 
     # practice questions only: every arm scored on every question; only the arms that train on QA read them
     write_world(FictionalConfig(seed=3, events=10, paraphrases=4, asked=tuple(SLOTS), practice_events=4),

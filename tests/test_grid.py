@@ -424,10 +424,11 @@ def test_shipped_grid_configs_are_valid():
     # paper: 3 models x (5 subjects x 2 shots x 4 arms + current events: 8 main + 5 control) = 159
     # current_events: 7 retrieval cells + base, base+rag, 8 FT arms x 6 budgets, 4 FT checkpoints x 6 budgets + base
     # on the control task = 82; injection_cpu lists 15 of them again (one budget of the four FT arms, and base), the
-    # same cells: 97
-    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 97}
+    # same cells: 97; injection_cpu_swap adds 8 cells on the other half and FT-RAFT's control cell, and lists the
+    # control cells of base, FT-reg and FT-par again: 109
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 109}
     config = load_grid_config(REPO / "configs" / "current_events.yaml")
-    assert len({cell.hash(config) for cell in expand(config)}) == 82
+    assert len({cell.hash(config) for cell in expand(config)}) == 91
 
 
 MIXED = textwrap.dedent("""\
@@ -497,3 +498,41 @@ def test_held_out_cells_are_read_off_the_cells_on_every_question(tmp_path):
             [(s["doc_id"], s["doc"], s["arguments"]) for s in scored]
         for a, b in zip(read, scored):
             assert [r[0] for r in a["filtered_resps"]] == pytest.approx([r[0] for r in b["filtered_resps"]], abs=1e-4)
+
+
+def test_cross_fitted_halves_pool_into_one_table_over_every_question(tmp_path):
+    """Two experiments that train ft-mix on the two halves of one split are pooled by the report: every question
+    scored once, by the model that never trained on its QA pair, and paired tests over all of them."""
+    from lm_eval_kinject.fictional import SLOTS, FictionalConfig, write_world
+    from lm_eval_kinject.grid import run_grid
+    from lm_eval_kinject.report import write_report
+
+    world = write_world(FictionalConfig(events=4, paraphrases=0, asked=tuple(SLOTS)), tmp_path / "world")
+    swapped = MIXED[MIXED.index("  mix:"):].replace("mix:", "mix_swap:").replace("Held-out half", "Other half")
+    text = (MIXED + swapped.replace("seed: 3}", "seed: 3, swap: true}")).replace("WORLD", str(world))
+    out = tmp_path / "run"
+    run = run_grid(_config(tmp_path, text), out, show_progress=False)
+    assert not run.failed and len(run.derived) == 4  # each half's base and RAG cells, read off "all"
+    cells = {(c["experiment"], c["arm"]): c["hash"] for c in json.loads((out / "grid.json").read_text())["cells"]}
+    assert len({json.loads((out / "cells" / cells[(e, "ft-mix")] / "cell.json").read_text())["identity"]["checkpoint"]
+                for e in ("mix", "mix_swap")}) == 2  # one checkpoint per half
+
+    report = write_report(out, tmp_path / "report")
+    pooled = {c["arm"]: c for c in report.cells if c["experiment"] == "mix+mix_swap"}
+    assert sorted(pooled) == ["base", "base+rag", "ft-mix"]
+    every = {c["arm"]: c for c in report.cells if c["experiment"] == "all"}
+    halves = {(c["experiment"], c["arm"]): c for c in report.cells if c["experiment"] in ("mix", "mix_swap")}
+    for arm in ("base", "base+rag"):  # the halves of a cell on every question pool back into it
+        assert pooled[arm]["n"] == 20 and pooled[arm]["acc"] == pytest.approx(every[arm]["acc"])
+        assert sorted(pooled[arm]["per_question"]["question_id"]) == sorted(every[arm]["per_question"]["question_id"])
+    assert pooled["base+rag"]["recall"] == pytest.approx(every["base+rag"]["recall"])
+    first, second = halves[("mix", "ft-mix")], halves[("mix_swap", "ft-mix")]
+    assert first["n"] == second["n"] == 10
+    assert pooled["ft-mix"]["per_question"]["correct"] == first["per_question"]["correct"] + \
+        second["per_question"]["correct"]
+    assert not set(first["per_question"]["question_id"]) & set(second["per_question"]["question_id"])
+    test = next(t for t in report.tests if t["experiment"] == "mix+mix_swap" and (t["a"], t["b"]) == ("ft-mix", "base"))
+    assert test["n"] == 20
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "### Cross-fitted (mix + mix_swap): every question" in text
+    assert "swapped: the part the unswapped split trains on" in text

@@ -30,7 +30,8 @@ RUN_NEUTRAL_KEYS = frozenset({"out", "save_steps", "save_total_limit", "logging_
 DATA_PATH_KEYS = frozenset({"kb", "paraphrases", "qa", "qa_practice", "qa_practice_chunks"})
 # Keys added after runs were made, left out of a run's identity at these values: a run made before they existed keeps
 # its hash, and is reused or resumed as before.
-LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None, "qa_pairs": True}
+LATER_KEYS = {"qa_layout": "pair", "qa_practice": None, "qa_practice_chunks": None, "qa_pairs": True,
+              "qa_split_swap": False}
 # How RAFT places passages (qa_layout): a copy before every QA pair, or one per chunk followed by all its pairs.
 QA_LAYOUTS = ("pair", "chunk")
 
@@ -66,6 +67,8 @@ class FinetuneConfig:
     qa_train_fraction: float = field(default=0.5, metadata=_help(
         "Share of the chunks whose questions are trained on (the rest are held out for evaluation)."))
     qa_split_seed: int = field(default=0, metadata=_help("Seed of the train/held-out split of the chunks."))
+    qa_split_swap: bool = field(default=False, metadata=_help(
+        "Train on the other part of the split (the chunks it holds out): the second fold of cross-fitting."))
     # QA pairs are short (~20 tokens beside ~80 per chunk): repeating them gives the answering skill more weight.
     qa_repeats: int = field(default=1, metadata=_help("Times each QA pair appears per epoch."))
     # RAFT (Zhang et al. 2024): a QA pair read after its source passage, as a RAG prompt shows a retrieved one, teaches

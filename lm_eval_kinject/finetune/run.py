@@ -67,9 +67,9 @@ def _finetune(config: FinetuneConfig, resume: bool, overwrite: bool, callbacks: 
     kb = KnowledgeBase.load(Path(config.kb))
     paraphrases = read_paraphrases(Path(config.paraphrases)) if config.paraphrases else None
     chunks = {c.chunk_id: {"text": c.text, "article": c.article, "chunk_id": c.chunk_id} for c in kb.chunks}
-    qa, qa_stats = (qa_pairs(Path(config.qa), QuestionSplit(config.qa_train_fraction, config.qa_split_seed), chunks,
-                             config.qa_passages, config.seed, config.qa_layout, config.qa_pairs)
-                    if config.qa else ([], {}))
+    split = QuestionSplit(config.qa_train_fraction, config.qa_split_seed, config.qa_split_swap)
+    qa, qa_stats = (qa_pairs(Path(config.qa), split, chunks, config.qa_passages, config.seed, config.qa_layout,
+                             config.qa_pairs) if config.qa else ([], {}))
     if config.qa_practice:
         practice, practice_stats = practice_texts(Path(config.qa_practice), Path(config.qa_practice_chunks),
                                                   {c.text.strip() for c in kb.chunks}, config.qa_passages,

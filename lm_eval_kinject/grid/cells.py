@@ -86,8 +86,8 @@ class Checkpoint:
     def finetune_settings(self) -> dict:
         """The FinetuneConfig fields this checkpoint sets beyond the grid's settings."""
         split = dict(self.qa_split)
-        qa = {"qa": self.qa, "qa_train_fraction": split["train_fraction"], "qa_split_seed": split["seed"]} \
-            if self.qa else {}
+        qa = {"qa": self.qa, "qa_train_fraction": split["train_fraction"], "qa_split_seed": split["seed"],
+              **({"qa_split_swap": True} if split.get("swap") else {})} if self.qa else {}
         if self.practice:
             qa.update(qa_practice=self.practice[0], qa_practice_chunks=self.practice[1])
         return {**dict(self.settings), "paraphrases": self.paraphrases, "n_paraphrases": self.n_paraphrases, **qa}
@@ -151,7 +151,7 @@ def _checkpoint(experiment: Experiment, model: str, arm: Arm, n: int | None, bud
                       paraphrases=experiment.paraphrases if n or experiment.sweep else None,
                       settings=tuple(sorted({**experiment.finetune, **budget, **dict(arm.recipe)}.items())),
                       qa=experiment.qa if qa else None,
-                      qa_split=tuple(sorted(asdict(experiment.qa_split).items())) if qa and experiment.qa else (),
+                      qa_split=tuple(sorted(experiment.qa_split.identity().items())) if qa and experiment.qa else (),
                       practice=(experiment.qa_practice, experiment.qa_practice_chunks)
                       if qa and experiment.qa_practice else ())
 

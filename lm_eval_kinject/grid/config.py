@@ -12,7 +12,7 @@
     lm_eval:           {backend: hf|vllm|api, batch_size: 8, limit: null, device: cpu}
     experiments:
       NAME: {title, tasks: [...], kb: KB_NAME, train_kb: KB_NAME, arms: [...], paraphrases: FILE, n_paraphrases: [N, ...],
-             qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED},
+             qa: FILE, qa_split: {train_fraction: 0.5, seed: SEED, swap: false},
              qa_practice: FILE, qa_practice_chunks: FILE|KB_FOLDER, control_tasks: [...],
              finetune: {...overrides}, sweep: {learning_rate: [5e-5, 5e-4], epochs: [2, 4]},
              retrieval: {...overrides}, limit: N}
@@ -24,9 +24,11 @@ the training split of ``qa`` and/or the practice questions ``qa_practice``), ``f
 ``ft-mix``, the QA pairs after their chunk), each with ``+rag``. Practice questions are about other
 documents (``qa_practice_chunks``) and are never scored. An experiment with ``qa`` scores *every*
 arm on the held-out split of its questions only (``qa_split``, by chunk), so all comparisons stay
-paired; one with practice questions only scores every arm on all of them. ``train_kb`` (default:
-``kb``) is the KB the fine-tuned arms train on, e.g. a KB with ``only_chunks_of: questions.jsonl``
-(the chunks the questions ask about) while +RAG arms retrieve from the whole ``kb``.
+paired; one with practice questions only scores every arm on all of them. ``swap: true`` trains on the
+part the unswapped split holds out and scores the other: two experiments that differ only in ``swap``
+are cross-fitted, and ``kinject report`` pools them into one table over every question. ``train_kb``
+(default: ``kb``) is the KB the fine-tuned arms train on, e.g. a KB with ``only_chunks_of:
+questions.jsonl`` (the chunks the questions ask about) while +RAG arms retrieve from the whole ``kb``.
 ``control_tasks`` (outside the KB) are scored on the base model and on every fine-tuned one: the
 difference is forgetting. ``sweep`` trains every fine-tuned arm once per combination of the listed
 fine-tuning settings (its *budget*); each cell is keyed by its combination, the report draws accuracy
@@ -53,7 +55,7 @@ TOP_KEYS = ("seed", "vars", "models", "knowledge_bases", "task_metadata", "retri
             "experiments")
 EXPERIMENT_KEYS = ("title", "tasks", "kb", "train_kb", "arms", "paraphrases", "n_paraphrases", "qa", "qa_split",
                    "qa_practice", "qa_practice_chunks", "control_tasks", "finetune", "sweep", "retrieval", "limit")
-QA_SPLIT_KEYS = ("train_fraction", "seed")
+QA_SPLIT_KEYS = ("train_fraction", "seed", "swap")
 KB_KEYS = ("sources", "only_chunks_of", *KBConfig.OPTIONS)  # the grid's own two, then the KB's settings
 # the kinject-rag* models' retrieval arguments, less those the grid sets per cell (kb) or leaves at their defaults
 RETRIEVAL_KEYS = tuple(key for key in RAG_ARGS if key not in ("kb", "query_field", "retrieval_log"))
@@ -373,7 +375,7 @@ def _experiment(check: _Checker, where: str, name: str, spec, base: Path, kbs: d
             split = {"seed": seed if isinstance(seed, int) else 0,
                      **check.keys(f"{where}.qa_split", spec.get("qa_split") or {}, QA_SPLIT_KEYS)}
             try:
-                qa_split = QuestionSplit(split.get("train_fraction", 0.5), split["seed"])
+                qa_split = QuestionSplit(split.get("train_fraction", 0.5), split["seed"], split.get("swap", False))
             except ConfigError as error:
                 check.error(f"{where}.qa_split", str(error))
         elif spec.get("qa_split"):

@@ -19,6 +19,7 @@ from lm_eval_kinject.arms import ARMS
 from lm_eval_kinject.artifacts import write_json_atomic, write_text_atomic as _write
 from lm_eval_kinject.errors import DataError
 from lm_eval_kinject.report.budget import budget_figure, budget_markdown, choose_budgets
+from lm_eval_kinject.report.crossfit import cross_fitted
 from lm_eval_kinject.report.figures import figure2, figure4
 from lm_eval_kinject.report.results import forgetting, load_entries
 from lm_eval_kinject.report.stats import known_unknown
@@ -54,6 +55,9 @@ def write_report(run: Path, out: Path, seed: int = 0, experiments: list[str] | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     experiments = grid["config"]["experiments"]
+    pooled, pooled_specs, order = cross_fitted(entries, experiments,
+                                               grid.get("experiment_order", sorted(experiments)), seed)
+    entries, experiments = entries + pooled, {**experiments, **pooled_specs}
     lost = forgetting(entries)
     files: list[Path] = []
     sections = [f"# Knowledge-injection report: {Path(grid['config']['path']).name}", "",
@@ -62,7 +66,7 @@ def write_report(run: Path, out: Path, seed: int = 0, experiments: list[str] | N
                 f"torch {grid['libraries'].get('torch')}.", ""]
     table1_like = []
     by_experiment: dict[str, list[str]] = {}
-    for name in grid.get("experiment_order", sorted(experiments)):
+    for name in order:
         spec = experiments[name]
         if not any(e.experiment == name for e in entries):
             continue
@@ -72,8 +76,15 @@ def write_report(run: Path, out: Path, seed: int = 0, experiments: list[str] | N
         if split := spec.get("qa_split"):
             own.insert(1, f"\n*Every arm is scored on the held-out split only: the questions about the chunks whose "
                           f"questions were not trained on as QA pairs by {trainers} (split by chunk: "
-                          f"train fraction {split['train_fraction']}, seed {split['seed']}).*")
-        if practice := spec.get("qa_practice"):
+                          f"train fraction {split['train_fraction']}, seed {split['seed']}"
+                          + (", swapped: the part the unswapped split trains on" if split.get("swap") else "")
+                          + ").*")
+        if twins := spec.get("cross_fit"):
+            own.insert(1, f"\n*Cross-fitted: {twins[0]} and {twins[1]} train {trainers} on the QA pairs of the two "
+                          "halves of the questions; each question is scored by the model that did not train on it, so "
+                          "every comparison is paired over every question. Forgetting (Δctl) is in each half's "
+                          "table.*")
+        elif practice := spec.get("qa_practice"):
             own.insert(1, f"\n*{trainers} also trained on practice questions about other documents "
                           f"(`{Path(practice).name}`), none of them scored; no scored question was a training QA "
                           "pair.*")
