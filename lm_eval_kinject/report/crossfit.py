@@ -11,6 +11,7 @@ tasks and ``swap``) and returns one pooled entry per arm both finished, with the
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from lm_eval_kinject.report.results import Entry
@@ -29,8 +30,6 @@ _FREE = ("name", "title", "arms", "control_tasks", "qa_split")
 
 def _twin_key(spec: dict) -> str | None:
     """Everything that decides a twin's cells but its arms; None for an experiment without a question split."""
-    import json
-
     split = spec.get("qa_split")
     if not split or not spec.get("qa"):
         return None
