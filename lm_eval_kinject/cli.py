@@ -501,9 +501,7 @@ def demo(out, work, quick, world_source, events, practice_events, n_paraphrases,
     finetune = {k: v for k, v in {"method": method, "learning_rate": learning_rate, "epochs": epochs,
                                   "fact_passes": fact_passes}.items() if v is not None}
     config = with_options(config, out=out, world_source=world_source, events=events, practice_events=practice_events,
-                          n_paraphrases=ns,
-                          retriever=retriever, k=k, limit=limit,
-                          seed=seed, finetune=finetune,
+                          n_paraphrases=ns, retriever=retriever, k=k, limit=limit, seed=seed, finetune=finetune,
                           arms=tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else None,
                           control_tasks=() if no_control else (tuple(control_tasks) or None))
     try:
