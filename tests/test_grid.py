@@ -371,6 +371,32 @@ def test_sweep_makes_one_cell_per_budget_chooses_on_validation_and_draws_the_fig
     shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)
 
 
+def test_budget_figure_lines_are_the_experiments_own_cells_and_the_oracle_on_the_same_questions():
+    """The budget figure's horizontal lines: this experiment's base and RAG cells, and the gold-chunk oracle of any
+    experiment restricted to the questions the FT arms were scored on; never another experiment's RAG variant (other
+    questions, and the legend could not tell them apart)."""
+    from lm_eval_kinject.report.budget import reference_lines
+    from lm_eval_kinject.report.results import Entry
+
+    def cell(experiment, arm, ids, correct, retriever=None):
+        return Entry(experiment, "m", arm, "ce", "main", "done", f"{experiment}-{arm}-{retriever}", acc=sum(correct)
+                     / len(correct), n=len(ids), retriever=retriever,
+                     per_question={"doc_id": list(range(len(ids))), "question_id": ids, "correct": correct})
+
+    half = ["q1", "q3"]
+    entries = [cell("half", "base", half, [0.0, 0.0]), cell("half", "base+rag", half, [1.0, 0.0], "bm25"),
+               cell("half", "ft-reg", half, [1.0, 1.0]),
+               cell("every", "base+rag", ["q1", "q2", "q3", "q4"], [0.0, 1.0, 1.0, 1.0], "bm25"),  # another variant
+               cell("oracle", "base+rag", ["q1", "q2", "q3", "q4"], [1.0, 0.0, 1.0, 0.0], "oracle"),
+               cell("oracle_part", "base+rag", ["q1", "q2"], [1.0, 1.0], "oracle")]  # lacks q3: no line
+    questions = entries[2].per_question
+    assert reference_lines(entries, "half", ("ce", "m"), questions) == [
+        ("base", 0.0, "base"), ("RAG (bm25)", 0.5, "rag"), ("RAG (oracle, same 2 q)", 1.0, "oracle")]
+    # the figure of the experiment on every question draws the oracle whole
+    assert reference_lines(entries, "every", ("ce", "m"), entries[3].per_question)[-1] == ("RAG (oracle)", 0.5,
+                                                                                          "oracle")
+
+
 @pytest.mark.parametrize("sweep,message", [
     ("{learning_rate: []}", r"experiments.ce.sweep.learning_rate: \[\]: expected a non-empty list of values"),
     ("[1, 2]", "experiments.ce.sweep: expected a mapping of fine-tuning settings"),

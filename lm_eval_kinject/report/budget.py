@@ -5,8 +5,8 @@ rate, epochs, ...). The tables and paired tests compare arms at one budget each:
 lowest *held-out paraphrase loss* (the paper's validation set: paraphrases of the chunks that are never
 trained on), ties to fewer training tokens. The scored questions never choose. Closed-book and +RAG
 cells of a checkpoint share its choice. The figure draws every budget: accuracy against training
-tokens per arm, with intervals, the chosen budget marked, and each RAG cell on the same task (the
-experiment's own, the oracle's) as a horizontal line.
+tokens per arm, with intervals, the chosen budget marked, and as horizontal lines the experiment's own
+base and RAG cells and the gold-chunk oracle on the same questions (:func:`reference_lines`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from lm_eval_kinject.arms import ARMS, parse_arm, variant
 from lm_eval_kinject.report.results import Entry
 
-__all__ = ["Choice", "choose_budgets", "budget_markdown", "budget_figure"]
+__all__ = ["Choice", "choose_budgets", "budget_markdown", "budget_figure", "reference_lines"]
 
 
 @dataclass
@@ -103,7 +103,7 @@ def budget_figure(entries: list[Entry], choices: list[Choice], experiment: str, 
     picked = {(c.experiment, c.model, c.arm): _budget_key(c.budget) for c in choices}
     rows = sorted({row for row, _ in points})
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(7 * len(rows), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(rows), figsize=(9 * len(rows), 4.5), squeeze=False)
     for ax, row in zip(axes[0], rows):
         arms = sorted({arm for r, arm in points if r == row}, key=lambda a: (ARMS[parse_arm(a)[0].name].order, a))
         for i, arm in enumerate(arms):
@@ -118,23 +118,51 @@ def budget_figure(entries: list[Entry], choices: list[Choice], experiment: str, 
             for e in line:
                 if best and _budget_key(e.budget) == best:
                     ax.scatter([e.training["tokens"]], [e.acc], marker="*", s=180, color=f"C{i}", zorder=4)
-        for j, e in enumerate(sorted((e for e in entries if e.role == "main" and e.status == "done"
-                                      and e.row == row and e.arm in ("base", "base+rag")),
-                                     key=lambda e: (e.arm, e.experiment != experiment, e.retriever or ""))):
-            name = "base" if e.arm == "base" else f"RAG ({e.retriever or 'bm25'})"
-            ax.axhline(e.acc, color="gray" if e.arm == "base+rag" else "black", linewidth=1,
-                       linestyle=[":", "-", "-."][min(j, 2)] if e.arm == "base+rag" else ":",
-                       label=f"{name} {e.acc:.3f}")
+        scored = next(e for arm in arms for e in points[(row, arm)])
+        for label, acc, style in reference_lines(entries, experiment, row, scored.per_question):
+            ax.axhline(acc, color="black", alpha=0.75, linewidth=1,
+                       linestyle={"base": ":", "rag": "-.", "oracle": "-"}[style], label=f"{label} {acc:.3f}")
         ax.set_xscale("log")
         ax.set_xlabel("training tokens (tokens per epoch x epochs)")
         ax.set_ylabel("log-likelihood accuracy")
         ax.set_title(f"{title}: {row[0]} · {row[1]}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the points, not on them
     fig.suptitle("Accuracy vs fine-tuning budget (star: chosen on held-out paraphrase loss)", fontsize=10)
     paths = _save(fig, out, f"budget_{experiment}")
     plt.close(fig)
     return paths
+
+
+def reference_lines(entries: list[Entry], experiment: str, row: tuple[str, str],
+                    questions: dict) -> list[tuple[str, float, str]]:
+    """The budget figure's horizontal lines for (task, model) ``row``: ``(label, accuracy, style)`` with style
+    ``base``, ``rag`` or ``oracle``.
+
+    The experiment's own base and RAG cells, and every gold-chunk oracle cell on the same row, whatever its
+    experiment, scored on the questions the fine-tuned arms were scored on (``questions``: a cell's
+    ``per_question``; an oracle that scored more, e.g. every question against a held-out half, is restricted to
+    them; one that lacks some of them is left out). Other experiments' RAG variants are not lines: they may be
+    scored on other questions, and a line per variant would not say which is which.
+    """
+    from lm_eval_kinject.report.stats import align
+
+    lines: list[tuple[str, float, str]] = []
+    done = [e for e in entries if e.role == "main" and e.status == "done" and e.row == row and e.acc is not None]
+    for e in sorted((e for e in done if e.experiment == experiment and e.arm in ("base", "base+rag")),
+                    key=lambda e: (e.arm, e.retriever or "")):
+        if e.arm == "base":
+            lines.append(("base", e.acc, "base"))
+        else:
+            lines.append((f"RAG ({e.retriever or 'bm25'})", e.acc, "oracle" if e.retriever == "oracle" else "rag"))
+    n = len(questions.get("correct", ()))
+    for e in sorted((e for e in done if e.experiment != experiment and e.arm == "base+rag"
+                     and e.retriever == "oracle"), key=lambda e: e.experiment):
+        _, theirs = align(questions, e.per_question) if e.per_question else ([], [])
+        if n and len(theirs) == n:
+            restricted = f", same {n} q" if e.n != n else ""
+            lines.append((f"RAG (oracle{restricted})", sum(theirs) / n, "oracle"))
+    return lines
 
 
 def _n(arm: str) -> str:
