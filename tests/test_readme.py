@@ -91,8 +91,8 @@ def test_the_readme_lines_that_need_no_checkpoint_run_as_written(tmp_path):
     ran = {}
     for argv in KINJECT:
         key = next((k for k in RUN_AS_WRITTEN if tuple(argv[1:1 + len(k)]) == k), None)
-        if key:
-            ran[key] = run(argv)
+        if key:  # contrib's results table on 10 questions per task, not all 90: CI time (the table is what is checked)
+            ran[key] = run([*argv, "--limit", "10"] if key == ("contrib",) else argv)
     assert set(ran) == RUN_AS_WRITTEN, sorted(set(RUN_AS_WRITTEN) - set(ran))
     assert (work / "kb" / "ce" / "manifest.json").is_file()
     bm25 = next(line for line in ran[("kb", "eval")].splitlines() if line.startswith("| bm25 | - | question"))
