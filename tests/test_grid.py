@@ -451,10 +451,11 @@ def test_shipped_grid_configs_are_valid():
     # current_events: 7 retrieval cells + base, base+rag, 8 FT arms x 6 budgets, 4 FT checkpoints x 6 budgets + base
     # on the control task = 82; injection_cpu lists 15 of them again (one budget of the four FT arms, and base), the
     # same cells: 97; injection_cpu_swap adds 8 cells on the other half and FT-RAFT's control cell, and lists the
-    # control cells of base, FT-reg and FT-par again: 109
-    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 109}
+    # control cells of base, FT-reg and FT-par again: 109; budget_cpu adds FT-reg and FT-reg + RAG at three budgets on
+    # every question, and lists the RAG experiment's base and base + RAG cells again: 117
+    assert sizes == {"embedded": 19, "ci": 8, "paper": 159, "current_events": 117}
     config = load_grid_config(REPO / "configs" / "current_events.yaml")
-    assert len({cell.hash(config) for cell in expand(config)}) == 91
+    assert len({cell.hash(config) for cell in expand(config)}) == 97
 
 
 MIXED = textwrap.dedent("""\
