@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lm_eval_kinject.arms import ARMS, parse_arm, variant
 from lm_eval_kinject.report.results import Entry
+from lm_eval_kinject.report.stats import align
 
 __all__ = ["Choice", "choose_budgets", "budget_markdown", "budget_figure", "reference_lines"]
 
@@ -145,8 +146,6 @@ def reference_lines(entries: list[Entry], experiment: str, row: tuple[str, str],
     them; one that lacks some of them is left out). Other experiments' RAG variants are not lines: they may be
     scored on other questions, and a line per variant would not say which is which.
     """
-    from lm_eval_kinject.report.stats import align
-
     lines: list[tuple[str, float, str]] = []
     done = [e for e in entries if e.role == "main" and e.status == "done" and e.row == row and e.acc is not None]
     for e in sorted((e for e in done if e.experiment == experiment and e.arm in ("base", "base+rag")),
