@@ -73,9 +73,13 @@ def main() -> None:
                     for row in first.ids]
         lm = reranker.score(texts, passages)
 
+        def top_of(order_scores, d: int = depth) -> np.ndarray:
+            """Each query's first chunk when its top d are ordered by order_scores (ties: the first stage's order)."""
+            return np.array([str(row[int(np.argsort(-s[:d], kind="stable")[0])])
+                             for row, s in zip(first.ids, order_scores)], dtype=object)
+
         def hits(order_scores) -> np.ndarray:
-            top = [row[int(np.argsort(-s, kind="stable")[0])] for row, s in zip(first.ids, order_scores)]
-            return np.array([str(t) for t in top], dtype=object) == gold
+            return top_of(order_scores) == gold
 
         def rrf(q: int) -> np.ndarray:
             lm_rank = np.empty(depth)
@@ -88,8 +92,7 @@ def main() -> None:
                                            for q in range(len(texts))]) for a in WEIGHTS})
         for d in [d for d in DEPTHS if d < depth] + [depth]:
             shown = np.array([g in set(map(str, row[:d])) for row, g in zip(first.ids, gold)])
-            top = np.array([str(row[int(np.argsort(-s[:d], kind="stable")[0])]) for row, s in zip(first.ids, lm)],
-                           dtype=object)
+            top = top_of(lm, d)
             wrong = shown & (top != gold)
             curve.append({"first_stage": name, "depth": d, "ceiling": shown.mean(), "reranked": (top == gold).mean(),
                           "accuracy_when_shown": (shown & ~wrong).sum() / max(1, shown.sum()),
